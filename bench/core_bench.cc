@@ -3,6 +3,7 @@
 // program ends with the uvio/DPDK ratio of each pair.
 //
 //   uvio-bench-core [--no-huge] [google-benchmark flags]
+// By default each benchmark runs 7 times, interleaved at random with the others.
 #include <uvio/cycles.h>
 #include <uvio/lcore.h>
 #include <uvio/mbuf.h>
@@ -243,23 +244,30 @@ void mempool_args(benchmark::internal::Benchmark* b) {
     for (int n : {1, 4, 32}) b->Args({n, cache});
 }
 
-// Collects cyc/elem per benchmark name for the ratio table, and prints as usual.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  std::map<std::string, std::vector<double>> cycles;
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      auto it = r.counters.find("cyc/elem");
-      if (it != r.counters.end() && r.run_type == Run::RT_Iteration) cycles[r.benchmark_name()].push_back(it->second);
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
 }
+
+// Collects cyc/elem per benchmark name for the ratio table, and prints as usual.
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  std::map<std::string, std::vector<double>> cycles;
+  std::map<std::string, double> medians;
+  double median_of(const std::string& name) {
+    auto m = medians.find(name);
+    return m != medians.end() ? m->second : median(cycles[name]);
+  }
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      auto it = r.counters.find("cyc/elem");
+      if (it == r.counters.end()) continue;
+      if (r.run_type == Run::RT_Iteration) cycles[r.run_name.str()].push_back(it->second);
+      else if (r.aggregate_name == "median") medians[r.run_name.str()] = it->second;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+};
 
 std::string describe(const std::string& kind, const std::string& args) {
   // args like "1/32" for rings, "32/512" for mempools
@@ -321,6 +329,15 @@ int main(int argc, char** argv) {
   }
   g_memory = std::move(mem.value());
 
+  // Repetitions in random order, so that a burst of load on this machine hits both sides
+  // alike; the table reports medians.
+  bool has_reps = false;
+  for (char* a : args) has_reps |= std::strncmp(a, "--benchmark_repetitions", 23) == 0;
+  static char reps[] = "--benchmark_repetitions=7";
+  static char interleave[] = "--benchmark_enable_random_interleaving=true";
+  static char min_time[] = "--benchmark_min_time=0.05";
+  static char aggregates[] = "--benchmark_display_aggregates_only=true";
+  if (!has_reps) args.insert(args.begin() + 1, {reps, interleave, min_time, aggregates});
   int bargc = int(args.size());
   benchmark::Initialize(&bargc, args.data());
   RatioReporter reporter;
@@ -328,7 +345,11 @@ int main(int argc, char** argv) {
 
   std::printf("\nmemory: %s\n", g_hugepages ? "2 MiB hugepages (both sides)" : "4 KiB pages (--no-huge, both sides)");
   std::printf("%-58s %10s %10s %8s\n", "what (cycles per element, median)", "uvio", "DPDK", "ratio");
-  for (auto& [name, vals] : reporter.cycles) {
+  std::vector<std::string> names;
+  for (auto& [name, vals] : reporter.cycles) names.push_back(name);
+  for (auto& [name, v] : reporter.medians)
+    if (!reporter.cycles.count(name)) names.push_back(name);
+  for (const std::string& name : names) {
     if (name.rfind("Uvio", 0) != 0) continue;
     std::string rest = name.substr(4);
     auto slash = rest.find('/');
@@ -339,13 +360,13 @@ int main(int argc, char** argv) {
       auto pos = args_text.find(suffix + 1);
       if (pos != std::string::npos) args_text = args_text.substr(0, pos ? pos - 1 : 0);
     }
-    double u = median(vals);
-    auto peer = reporter.cycles.find("Dpdk" + rest);
-    if (peer == reporter.cycles.end()) {
+    double u = reporter.median_of(name);
+    std::string peer = "Dpdk" + rest;
+    if (!reporter.cycles.count(peer) && !reporter.medians.count(peer)) {
       std::printf("%-58s %10.2f %10s %8s\n", describe(kind, args_text).c_str(), u, "-", "-");
       continue;
     }
-    double d = median(peer->second);
+    double d = reporter.median_of(peer);
     std::printf("%-58s %10.2f %10.2f %8.2f\n", describe(kind, args_text).c_str(), u, d, d > 0 ? u / d : 0.0);
   }
   benchmark::Shutdown();

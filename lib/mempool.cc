@@ -64,7 +64,7 @@ bool Mempool::get_slow(Cache* c, void** objs, uint32_t n) {
     c->len += got;
     if (n <= c->len) {
       c->len -= n;
-      for (uint32_t i = 0; i < n; i++) objs[i] = c->objs[c->len + n - 1 - i];
+      copy_pointers(objs, &c->objs[c->len], n);
       return true;
     }
     // The ring ran dry: what it gave stays cached; the request fails as a whole.
@@ -75,7 +75,7 @@ bool Mempool::get_slow(Cache* c, void** objs, uint32_t n) {
 
 void Mempool::put_slow(Cache* c, void* const* objs, uint32_t n) {
   if (c && n <= c->flush_at && c->len + n <= std::size(c->objs)) {
-    std::memcpy(&c->objs[c->len], objs, n * sizeof(void*));
+    copy_pointers(&c->objs[c->len], objs, n);
     c->len += n;
     // Keep `size` cached, hand the excess back in one bulk.
     uint32_t excess = c->len - c->size;

@@ -1,9 +1,16 @@
 #include <uvio/runtime.h>
 
+#include "iommu/device.h"
+#include "iommu/dma_space.h"
+
 #include <cstdio>
 #include <cstdlib>
 
 namespace uvio {
+
+struct Runtime::Emulated {};
+
+Runtime::Runtime(const EalConfig& cfg) : cfg_(cfg) {}
 
 Runtime::~Runtime() {
   services_.stop();
@@ -26,7 +33,7 @@ Result<std::unique_ptr<Runtime>> Runtime::start(const EalConfig& cfg) {
   return rt;
 }
 
-EalApp eal_init_or_exit(int argc, char** argv, std::string_view app_usage) {
+EalApp eal_init_or_exit(int argc, char** argv, std::string_view app_usage, const std::function<void(EalConfig&)>& adjust) {
   const char* prog = argc > 0 ? argv[0] : "uvio";
   auto cfg = eal_parse(argc, argv);
   if (!cfg) {
@@ -42,6 +49,7 @@ EalApp eal_init_or_exit(int argc, char** argv, std::string_view app_usage) {
     std::printf("uvio %s\n", UVIO_VERSION);
     std::exit(0);
   }
+  if (adjust) adjust(cfg.value());
   auto rt = Runtime::start(cfg.value());
   if (!rt) {
     std::fprintf(stderr, "%s: cannot start: %s\n", prog, rt.status().message().c_str());

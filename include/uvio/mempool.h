@@ -28,9 +28,9 @@ class Mempool {
   // All n objects or none (returns false).
   bool get_bulk(void** objs, uint32_t n) {
     Cache* c = cache();
-    if (c && n <= c->len) {  // the fast path: from the top of the lcore's cache
+    if (c && n <= c->len) {  // the fast path: the most recently freed, cache-hot objects
       c->len -= n;
-      for (uint32_t i = 0; i < n; i++) objs[i] = c->objs[c->len + n - 1 - i];
+      copy_pointers(objs, &c->objs[c->len], n);
       return true;
     }
     return get_slow(c, objs, n);
@@ -39,8 +39,7 @@ class Mempool {
   void put_bulk(void* const* objs, uint32_t n) {
     Cache* c = cache();
     if (c && c->len + n <= c->flush_at) {
-      void** top = &c->objs[c->len];
-      for (uint32_t i = 0; i < n; i++) top[i] = objs[i];
+      copy_pointers(&c->objs[c->len], objs, n);
       c->len += n;
       return;
     }
