@@ -1,20 +1,121 @@
 #include <uvio/runtime.h>
 
+#include "emu/registry.h"
+#include "emu/server.h"
 #include "iommu/device.h"
 #include "iommu/dma_space.h"
+#include "iommu/vfio_user_client.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
 namespace uvio {
 
-struct Runtime::Emulated {};
+namespace {
+
+constexpr const char* kLog = "runtime";
+
+// --vdev names that are emulated devices, and the model type each creates.
+struct EmulatedKind {
+  std::string_view prefix;
+  std::string_view model;
+};
+constexpr EmulatedKind kEmulatedKinds[] = {{"emu_nvme", "nvme"}, {"emu_net", "virtio-net"}};
+// Handled by drivers, not by the runtime (the vhost-user transport of pmd/virtio).
+constexpr std::string_view kDriverVdevs[] = {"virtio_user"};
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+// PCI identity from config space: what drivers match on.
+Status identify(RuntimeDevice& d) {
+  auto id = d.device->config_read(0x00, 4);
+  if (!id) return id.status();
+  auto cls = d.device->config_read(0x08, 4);
+  if (!cls) return cls.status();
+  d.vendor_id = uint16_t(id.value() & 0xffff);
+  d.device_id = uint16_t(id.value() >> 16);
+  d.class_code = cls.value() >> 8;
+  return Status::ok();
+}
+
+}  // namespace
+
+// Software devices run in-process, each on its own server thread, and are reached
+// through the vfio-user protocol like any other device.
+struct Runtime::Emulated {
+  std::vector<std::unique_ptr<emu::Server>> servers;
+  ~Emulated() {
+    for (auto& s : servers) s->stop();
+  }
+};
 
 Runtime::Runtime(const EalConfig& cfg) : cfg_(cfg) {}
 
 Runtime::~Runtime() {
   services_.stop();
-  lcores_.reset();  // joins lcore threads before the memory they use goes away
+  lcores_.reset();           // joins lcore threads before what they use goes away
+  devices_.clear();
+  owned_devices_.clear();    // clients first: they unmap their DMA while the servers answer
+  emulated_.reset();
+  dma_.reset();
+}
+
+Status Runtime::open_devices() {
+  iommu::OpenOptions opts;
+  opts.mode = cfg_.vfio_mode;
+  opts.intr = cfg_.vfio_intr;
+  opts.vf_token = cfg_.vf_token;
+  auto add = [&](std::string name, std::unique_ptr<iommu::Device> dev) -> Status {
+    RuntimeDevice rd;
+    rd.name = std::move(name);
+    rd.device = dev.get();
+    owned_devices_.push_back(std::move(dev));
+    Status st = identify(rd);
+    if (!st) return Status::error(st.code(), fmt::format("{}: cannot read PCI config space: {}", rd.name, st.message()));
+    UVIO_LOG(Info, kLog, "{}: {:04x}:{:04x} class {:06x} over {}", rd.name, rd.vendor_id, rd.device_id, rd.class_code,
+             rd.device->backend());
+    devices_.push_back(std::move(rd));
+    return Status::ok();
+  };
+  for (const std::string& spec : cfg_.allow) {
+    auto dev = iommu::open_device(spec, *dma_, opts);
+    if (!dev) return Status::error(dev.status().code(), fmt::format("-a {}: {}", spec, dev.status().message()));
+    UVIO_TRY(add(spec, std::move(dev.value())));
+  }
+  for (const VdevSpec& v : cfg_.vdevs) {
+    if (std::any_of(std::begin(kDriverVdevs), std::end(kDriverVdevs), [&](auto p) { return starts_with(v.name, p); })) continue;
+    const EmulatedKind* kind = nullptr;
+    for (const EmulatedKind& k : kEmulatedKinds)
+      if (starts_with(v.name, k.prefix)) kind = &k;
+    if (!kind)
+      return Status::error(EINVAL, fmt::format("--vdev {}: unknown device type (known: emu_nvmeN, emu_netN, virtio_userN)", v.name));
+    const emu::ModelType* type = emu::ModelRegistry::global().find(kind->model);
+    if (!type) return Status::error(ENOENT, fmt::format("--vdev {}: the {} model is not built in", v.name, kind->model));
+    emu::ModelArgs args;
+    for (auto& [k, val] : v.args) {
+      if (!args.emplace(k, val).second) return Status::error(EINVAL, fmt::format("--vdev {}: {} given twice", v.name, k));
+    }
+    // peer=emu_netY names the other port; the model links ports that name the same wire.
+    if (auto it = args.find("peer"); it != args.end() && kind->model == "virtio-net") {
+      const std::string& peer = it->second;
+      bool found = std::any_of(cfg_.vdevs.begin(), cfg_.vdevs.end(), [&](const VdevSpec& o) { return o.name == peer; });
+      if (!found || peer == v.name)
+        return Status::error(EINVAL, fmt::format("--vdev {}: peer {} is not another --vdev port", v.name, peer));
+      it->second = fmt::format("{}~{}", std::min(v.name, peer), std::max(v.name, peer));
+    }
+    auto model = type->create(args);
+    if (!model) return Status::error(model.status().code(), fmt::format("--vdev {}: {}", v.name, model.status().message()));
+    auto server = emu::Server::create(std::move(model.value()));
+    if (!server) return Status::error(server.status().code(), fmt::format("--vdev {}: {}", v.name, server.status().message()));
+    auto fd = (*server)->connect();
+    if (!fd) return Status::error(fd.status().code(), fmt::format("--vdev {}: {}", v.name, fd.status().message()));
+    emulated_->servers.push_back(std::move(server.value()));
+    auto dev = iommu::open_vfio_user_fd(fd.value(), v.name, *dma_, opts);
+    if (!dev) return Status::error(dev.status().code(), fmt::format("--vdev {}: {}", v.name, dev.status().message()));
+    UVIO_TRY(add(v.name, std::move(dev.value())));
+  }
+  return Status::ok();
 }
 
 Result<std::unique_ptr<Runtime>> Runtime::start(const EalConfig& cfg) {
@@ -30,6 +131,9 @@ Result<std::unique_ptr<Runtime>> Runtime::start(const EalConfig& cfg) {
   auto lc = LcoreSet::start(cfg.lcores, cfg.main_lcore);
   if (!lc) return lc.status();
   rt->lcores_ = std::move(lc.value());
+  rt->dma_ = std::make_unique<iommu::DmaSpace>(*rt->memory_);
+  rt->emulated_ = std::make_unique<Emulated>();
+  UVIO_TRY(rt->open_devices());
   return rt;
 }
 

@@ -116,6 +116,9 @@ int main(int argc, char** argv) {
     std::printf("memory: area %u, %zu MiB of %s pages at %p, fd %d, IOVA 0x%" PRIx64 "\n", a->id, a->len >> 20,
                 a->hugepages ? "2 MiB huge" : "4 KiB", static_cast<void*>(a->va), a->fd, a->iova);
   std::printf("memory: %zu MiB total, %zu MiB free\n", ms.total >> 20, ms.free >> 20);
+  for (const uvio::RuntimeDevice& d : rt.devices())
+    std::printf("device: %s, PCI %04x:%04x class %06x (%s)\n", d.name.c_str(), d.vendor_id, d.device_id, d.class_code,
+                d.is_nvme() ? "NVMe" : d.is_virtio_net() ? "virtio-net" : "other");
 
   auto pool = uvio::mbuf_pool_create(rt.memory(), "demo_pkts", 8191, 256);
   if (!pool) {

@@ -50,6 +50,7 @@ class Runtime {
  private:
   struct Emulated;  // in-process device servers (emu/), stopped before the devices close
   explicit Runtime(const EalConfig& cfg);
+  Status open_devices();
   EalConfig cfg_;
   std::unique_ptr<Memory> memory_;
   std::unique_ptr<LcoreSet> lcores_;
