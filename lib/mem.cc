@@ -107,10 +107,22 @@ Result<std::unique_ptr<Memory>> Memory::create(const MemConfig& cfg_in) {
   // One reservation for all areas, so areas added later stay contiguous with the first.
   void* want = reinterpret_cast<void*>(kVaHint);
   void* p = mmap(want, kVaReserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-  if (p == MAP_FAILED) p = mmap(nullptr, kVaReserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return errno_status("memory: cannot reserve address space for the runtime's memory");
-  im.reserve_base = static_cast<std::byte*>(p);
-  im.reserve_len = kVaReserve;
+  if (p != MAP_FAILED) {
+    im.reserve_base = static_cast<std::byte*>(p);
+    im.reserve_len = kVaReserve;
+  } else {
+    // Wherever the kernel puts it, hugepages need the areas aligned to the largest page
+    // size: reserve 1 GiB more and give back the unaligned ends.
+    constexpr size_t kAlign = 1ull << 30;
+    p = mmap(nullptr, kVaReserve + kAlign, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return errno_status("memory: cannot reserve address space for the runtime's memory");
+    auto raw = reinterpret_cast<uintptr_t>(p);
+    uintptr_t aligned = (raw + kAlign - 1) & ~(kAlign - 1);
+    if (aligned > raw) munmap(p, aligned - raw);
+    if (raw + kAlign > aligned) munmap(reinterpret_cast<void*>(aligned + kVaReserve), raw + kAlign - aligned);
+    im.reserve_base = reinterpret_cast<std::byte*>(aligned);
+    im.reserve_len = kVaReserve;
+  }
 
   if (cfg.socket_bytes.empty()) {
     size_t left = cfg.total_bytes;

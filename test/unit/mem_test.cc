@@ -1,6 +1,7 @@
 #include <uvio/mem.h>
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <fstream>
@@ -110,6 +111,17 @@ TEST(Memory, AssignIovaOnlyBeforeUse) {
   EXPECT_EQ(m.iova_of(p), 0x100000 + (static_cast<std::byte*>(p) - m.areas()[0]->va));
   EXPECT_EQ(m.assign_iova(0, 0x200000).code(), EBUSY);
   EXPECT_EQ(m.assign_iova(9, 0).code(), ENOENT);
+}
+
+// Sanitizers (and other mappings) can hold the preferred address range; the areas must
+// then still be aligned for 2 MiB and 1 GiB pages.
+TEST(Memory, AreasStayHugepageAlignedWhenThePreferredRangeIsTaken) {
+  void* squat = mmap(reinterpret_cast<void*>(0x1000000000ull), 4096, PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  auto mem = Memory::create(small_config(1 << 20));
+  ASSERT_TRUE(mem.is_ok()) << mem.status().message();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>((*mem)->areas()[0]->va) % (1ull << 30), 0u);
+  if (squat != MAP_FAILED) munmap(squat, 4096);
 }
 
 long free_hugepages() {
