@@ -289,9 +289,12 @@ bool NvmeController::read_new_doorbell(uint32_t index, uint32_t* last_doorbell, 
   }
   if (st_.shadow_doorbells) {
     uint32_t shadow = 0;
+    // A driver that uses the shadow writes it on every update and the register only
+    // sometimes, so a changed shadow is the newest value; a driver that keeps a queue on
+    // the register alone (Linux and SPDK do for the admin queue) never changes its shadow.
     if (dma_->read(st_.shadow_doorbells + 4ull * index, &shadow, sizeof(shadow)) && shadow != *last_shadow) {
       *last_shadow = shadow;
-      if (!changed) *out = shadow;
+      *out = shadow;
       changed = true;
     }
   }

@@ -125,7 +125,10 @@ struct ControllerOptions {
   bool shadow_doorbells = true;         // use Doorbell Buffer Config when OACS offers it
   uint64_t io_timeout_us = 5'000'000;   // a command older than this is aborted
   uint64_t admin_timeout_ms = 5'000;
-  uint32_t health_check_polls = 4096;   // CSTS and timeouts are checked every N polls
+  // CSTS and command timeouts are checked every N polls, and at most once per period:
+  // reading CSTS may cost a message to the device (vfio-user) rather than a load.
+  uint32_t health_check_polls = 4096;
+  uint64_t health_check_period_us = 1000;
 };
 
 class Controller {
