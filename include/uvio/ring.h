@@ -143,10 +143,12 @@ class Ring {
     }
   }
 
-  // Multi mode: earlier claimants publish first, so the tail moves in order. When the
-  // earlier claimant was preempted (more threads than CPUs), spinning cannot help: yield.
+  // Multi mode: earlier claimants publish first, so the tail moves in order. Acquire:
+  // our release of the tail then also publishes the earlier claimants' slots to a
+  // consumer (a plain store does not extend their release sequence). When the earlier
+  // claimant was preempted (more threads than CPUs), spinning cannot help: yield.
   static void wait_turn(Side& me, uint32_t head) {
-    for (unsigned spins = 0; me.tail.load(std::memory_order_relaxed) != head; spins++) {
+    for (unsigned spins = 0; me.tail.load(std::memory_order_acquire) != head; spins++) {
       if (spins < 256) __builtin_ia32_pause();
       else sched_yield();
     }
