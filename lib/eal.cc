@@ -166,6 +166,7 @@ constexpr OptionDef kOptions[] = {
     {"huge-dir", 0, true},     {"no-huge", 0, false},    {"in-memory", 0, false},  {"iova-mode", 0, true},
     {"file-prefix", 0, true},  {"log-level", 0, true},   {"vfio-mode", 0, true},   {"vfio-intr", 0, true},
     {"vfio-vf-token", 0, true}, {"help", 'h', false},    {"version", 'v', false},
+    {"control-socket", 0, true}, {"migrate-listen", 0, true}, {"migrate-token", 0, true},
 };
 
 }  // namespace
@@ -334,6 +335,16 @@ Result<EalConfig> eal_parse(int argc, char* const argv[]) {
     } else if (name == "vfio-vf-token") {
       if (!parse_uuid(value)) return bad(shown, fmt::format("'{}' is not a UUID (8-4-4-4-12 hex digits)", value));
       cfg.vf_token = std::string(value);
+    } else if (name == "control-socket") {
+      if (value.empty()) return bad(shown, "empty path (use 'none' for no control socket)");
+      cfg.control_socket = std::string(value);
+    } else if (name == "migrate-listen") {
+      if (value.substr(0, 4) != "tcp:" && value.substr(0, 5) != "unix:")
+        return bad(shown, fmt::format("'{}' is not tcp:HOST:PORT or unix:PATH", value));
+      cfg.migrate_listen = std::string(value);
+    } else if (name == "migrate-token") {
+      if (value.empty() || value.size() > 256) return bad(shown, "must be 1 to 256 characters");
+      cfg.migrate_token = std::string(value);
     } else if (name == "help") {
       cfg.help = true;
     } else if (name == "version") {
@@ -388,6 +399,13 @@ std::string eal_usage() {
       --vfio-mode MODE     auto | iommufd | group | noiommu (auto: iommufd + cdev when present)
       --vfio-intr MODE     msix | msi | legacy
       --vfio-vf-token UUID token shared between a PF and its VFs
+      --control-socket PATH|none
+                           where this process answers uvio-migrate and other tools
+                           (default /run/uvio/<file-prefix>/control.sock)
+      --migrate-listen ADDR
+                           start as a migration destination: wait on tcp:HOST:PORT or
+                           unix:PATH for a source's state instead of starting afresh
+      --migrate-token TEXT a source must present this token to migrate here
   -h, --help               this text
   -v, --version            print the version
 Application options follow '--'.

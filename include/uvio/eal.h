@@ -32,6 +32,9 @@ struct EalConfig {
   VfioMode vfio_mode = VfioMode::Auto;
   IntrMode vfio_intr = IntrMode::Msix;
   std::string vf_token;
+  std::string control_socket;   // --control-socket: empty = the default path, "none" = no socket
+  std::string migrate_listen;   // --migrate-listen: a migration destination's address
+  std::string migrate_token;    // --migrate-token
   log::Level log_level = log::Level::Notice;
   std::vector<std::pair<std::string, log::Level>> component_log_levels;
   bool help = false;

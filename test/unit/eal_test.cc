@@ -110,6 +110,21 @@ TEST(EalOptions, MemoryAndModes) {
   EXPECT_FALSE(parse_size_mib_default("0", &b));
 }
 
+TEST(EalOptions, ControlSocketAndMigration) {
+  auto cfg = parse({"--control-socket=none", "--migrate-listen", "tcp:0.0.0.0:4444", "--migrate-token=s3cret"});
+  ASSERT_TRUE(cfg.is_ok()) << cfg.status().message();
+  EXPECT_EQ(cfg->control_socket, "none");
+  EXPECT_EQ(cfg->migrate_listen, "tcp:0.0.0.0:4444");
+  EXPECT_EQ(cfg->migrate_token, "s3cret");
+  auto plain = parse({});
+  ASSERT_TRUE(plain.is_ok());
+  EXPECT_TRUE(plain->control_socket.empty());
+  EXPECT_TRUE(plain->migrate_listen.empty());
+  EXPECT_NE(error_of({"--migrate-listen=host:1"}).find("not tcp:HOST:PORT or unix:PATH"), std::string::npos);
+  EXPECT_NE(error_of({"--control-socket="}).find("--control-socket"), std::string::npos);
+  EXPECT_NE(error_of({"--migrate-token="}).find("1 to 256"), std::string::npos);
+}
+
 TEST(EalOptions, ApplicationArgumentsAfterDoubleDash) {
   Args a({"--no-huge", "--", "--forward-mode=io", "-i"});
   auto cfg = eal_parse(a.argc(), a.argv());
