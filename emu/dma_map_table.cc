@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -40,6 +41,14 @@ Status DmaMapTable::map(uint64_t iova, uint64_t size, int fd, uint64_t fd_offset
   m.readable = readable;
   m.writable = writable;
   if (fd >= 0) {
+    // A mapping past the end of a file maps, but the first device access beyond it
+    // raises SIGBUS in the server: refuse what the client's file does not hold.
+    struct stat st;
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        (fd_offset > static_cast<uint64_t>(st.st_size) || size > static_cast<uint64_t>(st.st_size) - fd_offset))
+      return Status::error(EINVAL, fmt::format("DMA map: [{:#x}, +{:#x}) of the client's fd lies beyond its "
+                                               "{} bytes",
+                                               fd_offset, size, st.st_size));
     // mmap wants a page-aligned offset; map from the page below and point inside it.
     uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
     uint64_t delta = fd_offset % page;

@@ -220,6 +220,11 @@ bool parse_pci_address(std::string_view text, std::string* canonical) {
 Result<EalConfig> eal_parse(int argc, char* const argv[]) {
   EalConfig cfg;
   cfg.app_args_index = argc;
+  if (argc > 0 && argv[0] != nullptr) {
+    std::string_view prog = argv[0];
+    size_t slash = prog.find_last_of('/');
+    cfg.app_name = std::string(slash == std::string_view::npos ? prog : prog.substr(slash + 1));
+  }
   bool lcores_given = false, main_given = false, m_given = false, socket_mem_given = false;
   for (int i = 1; i < argc; i++) {
     std::string_view arg = argv[i];

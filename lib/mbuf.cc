@@ -23,6 +23,19 @@ Result<std::unique_ptr<Mempool>> mbuf_pool_create(Memory& mem, std::string_view 
   });
 }
 
+Result<std::unique_ptr<Mempool>> mbuf_pool_restore(Memory& mem, std::span<const uint8_t> state) {
+  auto mp = Mempool::restore(mem, state);
+  if (!mp) return mp.status();
+  Mempool& pool = **mp;
+  if (pool.object_size() < sizeof(Mbuf)) {
+    pool.release_objects();  // a refused state leaves the memory as it found it
+    return Status::error(EINVAL, fmt::format("mbuf pool '{}': objects of {} bytes cannot hold an mbuf", pool.name(),
+                                             pool.object_size()));
+  }
+  for (uint32_t i = 0; i < pool.count(); i++) static_cast<Mbuf*>(pool.object(i))->pool = &pool;
+  return mp;
+}
+
 void mbuf_free_bulk(Mbuf** mbufs, uint32_t n) {
   constexpr uint32_t kBatch = 64;
   void* batch[kBatch];

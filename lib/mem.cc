@@ -2,6 +2,8 @@
 #include <uvio/mem.h>
 #include <uvio/topology.h>
 
+#include "lib/state_io.h"
+
 #include <fcntl.h>
 #include <linux/memfd.h>
 #include <sys/mman.h>
@@ -427,6 +429,130 @@ void Memory::remove_listener(int id) {
   std::lock_guard ll(impl_->listeners_mu);
   auto& v = impl_->listeners;
   v.erase(std::remove_if(v.begin(), v.end(), [id](auto& e) { return e.first == id; }), v.end());
+}
+
+// State layout (little-endian): u32 magic "UMEM", u32 version, u32 areas; per area:
+// u32 id, u64 va, u64 len, u32 free blocks {u64 addr, u64 len}, u32 used blocks
+// {u64 addr, u64 block start, u64 block len}; then u32 memzones {string name, u64 addr,
+// u64 len}. IOVAs are not carried: the destination recomputes them from its own areas.
+namespace {
+constexpr uint32_t kMemStateMagic = 0x4d454d55;  // "UMEM"
+constexpr uint32_t kMemStateVersion = 1;
+constexpr uint32_t kMaxZoneName = 256;
+}  // namespace
+
+Status Memory::save_state(std::vector<uint8_t>& out) const {
+  std::lock_guard lock(impl_->mu);
+  const Impl& im = *impl_;
+  StateWriter w(out);
+  w.put(kMemStateMagic);
+  w.put(kMemStateVersion);
+  w.put(static_cast<uint32_t>(im.areas.size()));
+  for (size_t i = 0; i < im.areas.size(); i++) {
+    const MemArea& a = im.areas[i];
+    w.put(a.id);
+    w.put<uint64_t>(reinterpret_cast<uintptr_t>(a.va));
+    w.put<uint64_t>(a.len);
+    w.put(static_cast<uint32_t>(im.heaps[i].free.size()));
+    for (auto& [addr, len] : im.heaps[i].free) {
+      w.put<uint64_t>(addr);
+      w.put<uint64_t>(len);
+    }
+    w.put(static_cast<uint32_t>(im.heaps[i].used.size()));
+    for (auto& [addr, block] : im.heaps[i].used) {
+      w.put<uint64_t>(addr);
+      w.put<uint64_t>(block.first);
+      w.put<uint64_t>(block.second);
+    }
+  }
+  w.put(static_cast<uint32_t>(im.zones.size()));
+  for (auto& [name, z] : im.zones) {
+    w.put_string(name);
+    w.put<uint64_t>(reinterpret_cast<uintptr_t>(z.addr));
+    w.put<uint64_t>(z.len);
+  }
+  return Status::ok();
+}
+
+Status Memory::load_state(std::span<const uint8_t> in) {
+  auto bad = [](std::string_view what) {
+    return Status::error(EINVAL, fmt::format("memory state refused: {}", what));
+  };
+  StateReader r(in);
+  uint32_t magic = 0, version = 0, area_count = 0;
+  if (!r.get(&magic) || magic != kMemStateMagic) return bad("not a memory state (bad magic)");
+  if (!r.get(&version) || version != kMemStateVersion)
+    return bad(fmt::format("version {} (this build reads {})", version, kMemStateVersion));
+  std::unique_lock lock(impl_->mu);
+  Impl& im = *impl_;
+  if (!r.get(&area_count) || area_count != im.areas.size())
+    return bad(fmt::format("{} areas, this process has {}", area_count, im.areas.size()));
+  std::deque<Impl::Heap> heaps(im.areas.size());
+  for (size_t i = 0; i < im.areas.size(); i++) {
+    const MemArea& a = im.areas[i];
+    const uint64_t lo = reinterpret_cast<uintptr_t>(a.va), hi = lo + a.len;
+    uint32_t id = 0, nfree = 0, nused = 0;
+    uint64_t va = 0, len = 0;
+    if (!r.get(&id) || !r.get(&va) || !r.get(&len)) return bad("truncated area");
+    if (id != a.id || va != lo || len != a.len)
+      return bad(fmt::format("area {} at {:#x}+{:#x} where this process has area {} at {:#x}+{:#x}", id, va, len, a.id,
+                             lo, a.len));
+    // Free and used blocks must tile the area exactly: sorted, disjoint, no gap.
+    std::map<uint64_t, uint64_t> tiles;
+    if (!r.get(&nfree) || !r.has_room(nfree, 16)) return bad("truncated free list");
+    for (uint32_t k = 0; k < nfree; k++) {
+      uint64_t addr = 0, blen = 0;
+      r.get(&addr);
+      r.get(&blen);
+      if (blen == 0 || addr < lo || addr > hi || blen > hi - addr) return bad(fmt::format("free block {:#x}+{:#x} outside area {}", addr, blen, id));
+      if (!heaps[i].free.emplace(addr, blen).second || !tiles.emplace(addr, blen).second) return bad("free block given twice");
+    }
+    if (!r.get(&nused) || !r.has_room(nused, 24)) return bad("truncated allocation list");
+    for (uint32_t k = 0; k < nused; k++) {
+      uint64_t addr = 0, start = 0, blen = 0;
+      r.get(&addr);
+      r.get(&start);
+      r.get(&blen);
+      if (blen == 0 || start < lo || start > hi || blen > hi - start || addr < start || addr >= start + blen)
+        return bad(fmt::format("allocation {:#x} (block {:#x}+{:#x}) outside area {}", addr, start, blen, id));
+      if (!heaps[i].used.emplace(addr, std::make_pair(start, blen)).second || !tiles.emplace(start, blen).second)
+        return bad("allocation block given twice");
+    }
+    uint64_t at = lo;
+    for (auto& [s, l] : tiles) {
+      if (s != at) return bad(fmt::format("area {}: blocks overlap or leave a hole at {:#x}", id, at));
+      at = s + l;
+    }
+    if (at != hi) return bad(fmt::format("area {}: blocks end at {:#x}, the area at {:#x}", id, at, hi));
+  }
+  uint32_t nzones = 0;
+  if (!r.get(&nzones) || !r.has_room(nzones, 20)) return bad("truncated memzone list");
+  std::map<std::string, Memzone, std::less<>> zones;
+  for (uint32_t k = 0; k < nzones; k++) {
+    std::string name;
+    uint64_t addr = 0, len = 0;
+    if (!r.get_string(&name, kMaxZoneName) || !r.get(&addr) || !r.get(&len)) return bad("truncated memzone");
+    if (name.empty()) return bad("memzone without a name");
+    // A memzone is one live allocation of the heap, and lies inside its block.
+    const Impl::Heap* owner = nullptr;
+    const MemArea* area = nullptr;
+    for (size_t i = 0; i < heaps.size(); i++) {
+      auto it = heaps[i].used.find(addr);
+      if (it != heaps[i].used.end() && len <= it->second.first + it->second.second - addr) {
+        owner = &heaps[i];
+        area = &im.areas[i];
+      }
+    }
+    if (!owner) return bad(fmt::format("memzone '{}' at {:#x}+{:#x} is not an allocation of the heap", name, addr, len));
+    size_t off = addr - reinterpret_cast<uintptr_t>(area->va);
+    Memzone z{name, reinterpret_cast<void*>(static_cast<uintptr_t>(addr)), len,
+              area->page_iova.empty() ? area->iova + off : area->page_iova[off / area->page_size] + off % area->page_size};
+    if (!zones.emplace(name, z).second) return bad(fmt::format("memzone '{}' given twice", name));
+  }
+  if (!r.ok() || r.left() != 0) return bad(fmt::format("{} bytes after the end", r.left()));
+  im.heaps = std::move(heaps);
+  im.zones = std::move(zones);
+  return Status::ok();
 }
 
 }  // namespace uvio

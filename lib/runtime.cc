@@ -1,10 +1,17 @@
 #include <uvio/runtime.h>
 
+#include <uvio/control.h>
+
 #include "emu/registry.h"
 #include "emu/server.h"
 #include "iommu/device.h"
 #include "iommu/dma_space.h"
 #include "iommu/vfio_user_client.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -39,6 +46,47 @@ Status identify(RuntimeDevice& d) {
   return Status::ok();
 }
 
+// Creates each missing directory of `dir` with mode 0700. /tmp is shared: the socket's
+// directory must be ours and its parent ours or root's, or another user could swap the
+// socket for their own.
+Status make_private_dirs(const std::string& dir) {
+  for (size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    std::string part = dir.substr(0, pos);
+    if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST)
+      return errno_status(fmt::format("cannot create {}", part));
+  }
+  struct stat st{};
+  if (::lstat(dir.c_str(), &st) != 0) return errno_status(fmt::format("cannot use {}", dir));
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid())
+    return Status::error(EPERM, fmt::format("{} is not a directory of this user", dir));
+  std::string parent = dir.substr(0, dir.find_last_of('/'));
+  if (!parent.empty() && ::lstat(parent.c_str(), &st) == 0 && st.st_uid != ::geteuid() && st.st_uid != 0)
+    return Status::error(EPERM, fmt::format("{} belongs to another user", parent));
+  return Status::ok();
+}
+
+std::string runtime_info(Runtime& rt) {
+  using nlohmann::json;
+  json lcores = json::array();
+  for (const LcoreSpec& l : rt.lcores().lcores()) lcores.push_back(l.lcore);
+  MemStats stats = rt.memory().stats();
+  json devices = json::array();
+  for (const RuntimeDevice& d : rt.devices()) {
+    devices.push_back({{"name", d.name},
+                       {"vendor_id", d.vendor_id},
+                       {"device_id", d.device_id},
+                       {"class_code", d.class_code},
+                       {"backend", d.device ? std::string(d.device->backend()) : std::string()}});
+  }
+  json info = {{"app", rt.config().app_name},
+               {"pid", ::getpid()},
+               {"lcores", lcores},
+               {"memory", {{"total", stats.total}, {"free", stats.free}, {"areas", stats.areas}}},
+               {"devices", devices}};
+  return info.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 }  // namespace
 
 // Software devices run in-process, each on its own server thread, and are reached
@@ -53,6 +101,7 @@ struct Runtime::Emulated {
 Runtime::Runtime(const EalConfig& cfg) : cfg_(cfg) {}
 
 Runtime::~Runtime() {
+  control_.reset();          // no handler may run on what is torn down below
   services_.stop();
   lcores_.reset();           // joins lcore threads before what they use goes away
   devices_.clear();
@@ -134,7 +183,39 @@ Result<std::unique_ptr<Runtime>> Runtime::start(const EalConfig& cfg) {
   rt->dma_ = std::make_unique<iommu::DmaSpace>(*rt->memory_);
   rt->emulated_ = std::make_unique<Emulated>();
   UVIO_TRY(rt->open_devices());
+  UVIO_TRY(rt->start_control());
   return rt;
+}
+
+// An explicit --control-socket that cannot be had stops the start; the default path is
+// a convenience, and many processes of one prefix may run at once (tests do): the second
+// one goes on without a socket and says how to get one.
+Status Runtime::start_control() {
+  const std::string& asked = cfg_.control_socket;
+  if (asked == "none") return Status::ok();
+  std::string app = cfg_.app_name.empty() ? "uvio" : cfg_.app_name;
+  if (!asked.empty()) {
+    auto sock = ControlSocket::start(asked, app);
+    if (!sock)
+      return Status::error(sock.status().code(), fmt::format("--control-socket {}: {}", asked, sock.status().message()));
+    control_ = std::move(sock.value());
+  } else {
+    std::string path = default_control_path(cfg_.mem.file_prefix);
+    Status dir = make_private_dirs(path.substr(0, path.find_last_of('/')));
+    Result<std::unique_ptr<ControlSocket>> sock = dir.is_ok() ? ControlSocket::start(path, app) : Result<std::unique_ptr<ControlSocket>>(dir);
+    if (!sock) {
+      if (sock.status().code() == EADDRINUSE)
+        UVIO_LOG(Warning, kLog, "no control socket: {}; give this process its own --file-prefix (or "
+                 "--control-socket PATH) to reach it with uvio-migrate", sock.status().message());
+      else
+        UVIO_LOG(Warning, kLog, "no control socket at {}: {}", path, sock.status().describe());
+      return Status::ok();
+    }
+    control_ = std::move(sock.value());
+  }
+  control_->add("runtime.info", "the application, its lcores, memory and devices",
+                [this](std::string_view) { return Result<std::string>(runtime_info(*this)); });
+  return Status::ok();
 }
 
 EalApp eal_init_or_exit(int argc, char** argv, std::string_view app_usage, const std::function<void(EalConfig&)>& adjust) {

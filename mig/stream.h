@@ -100,6 +100,9 @@ class StreamWriter {
  private:
   Channel& channel_;
   uint64_t bytes_ = 0;
+  // Pages are copied before their CRC is taken: lcores may store into them meanwhile,
+  // and the CRC must describe the bytes that go out.
+  std::vector<uint8_t> buffer_;
 };
 
 class StreamReader {
@@ -111,10 +114,14 @@ class StreamReader {
   // an unknown type or bad header, ECONNRESET when the peer closed mid-stream).
   Result<Section> next();
   uint64_t bytes_read() const { return bytes_; }
+  // ETIMEDOUT from begin()/next() when the peer sends nothing for this long (0, the
+  // default: wait until the peer closes or the channel is shut down).
+  void set_timeout(int timeout_ms) { timeout_ms_ = timeout_ms; }
 
  private:
   Channel& channel_;
   uint64_t bytes_ = 0;
+  int timeout_ms_ = 0;
 };
 
 // Parses one section from bytes already in memory (fuzzing, tests): consumes the header

@@ -33,6 +33,10 @@ struct Address {
 };
 Result<Address> parse_address(std::string_view text);
 
+// A channel over a connected stream socket the caller already has (a socketpair in
+// tests, a socket handed over by a supervisor); the channel owns and closes `fd`.
+std::unique_ptr<Channel> channel_from_fd(int fd, std::string peer);
+
 Result<std::unique_ptr<Channel>> connect(std::string_view address, int timeout_ms = 10000);
 
 class Listener {

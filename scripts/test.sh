@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs every test suite: unit, concurrency, iommu, emu and the QEMU
-# test guest (vm). Ends with "N passed, N failed".
+# Sets up, builds and runs every test suite: unit, concurrency, iommu, emu, the QEMU
+# test guest (vm) and DPDK interop (skipped without dpdk-testpmd). Ends with "N passed, N failed".
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/setup.sh"

@@ -2,6 +2,7 @@
 
 #include <uvio/cycles.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -76,14 +77,19 @@ uint16_t forward_step(Stream& s) {
       break;
   }
   if (s.mode == ForwardMode::TxOnly) {
-    if (mbuf_alloc_bulk(*s.tx_pool, pkts, s.burst)) {
-      for (uint16_t i = 0; i < s.burst; i++) {
+    uint16_t want = s.burst;
+    if (s.tx_limit) {
+      uint64_t left = s.tx_limit - std::min(s.tx_limit, s.tx_packets.get());
+      want = static_cast<uint16_t>(std::min<uint64_t>(want, left));
+    }
+    if (want && mbuf_alloc_bulk(*s.tx_pool, pkts, want)) {
+      for (uint16_t i = 0; i < want; i++) {
         Mbuf* m = pkts[i];
         std::memcpy(m->data(), s.tx_template, s.tx_len);
         m->data_len = s.tx_len;
         m->pkt_len = s.tx_len;
       }
-      n = s.burst;
+      n = want;
       s.generated.add(n);
     }
   }

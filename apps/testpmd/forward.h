@@ -44,6 +44,7 @@ struct Stream {
   Mempool* tx_pool = nullptr;
   const std::byte* tx_template = nullptr;
   uint16_t tx_len = 64;
+  uint64_t tx_limit = 0;  // txonly: stop generating after this many frames sent (0: never)
 
   StreamCounter rx_packets;
   StreamCounter tx_packets;

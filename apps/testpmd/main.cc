@@ -7,10 +7,13 @@
 // to back (emu_net0 <-> emu_net1).
 #include <uvio/ethdev.h>
 #include <uvio/mbuf.h>
+#include <uvio/migrate.h>
 #include <uvio/runtime.h>
 
 #include "apps/testpmd/forward.h"
 #include "apps/testpmd/options.h"
+#include "iommu/device.h"
+#include "lib/state_io.h"
 
 #include <fmt/format.h>
 #include <poll.h>
@@ -20,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -35,6 +39,11 @@ void on_signal(int) { g_quit.store(true, std::memory_order_relaxed); }
 
 bool is_net_vdev(const VdevSpec& v) { return v.name.rfind("emu_net", 0) == 0 || v.name.rfind("virtio_user", 0) == 0; }
 
+// What a migration carries besides runtime memory: the counters of every stream.
+struct StreamTotals {
+  uint64_t rx_packets = 0, tx_packets = 0, fwd_drops = 0, generated = 0, busy_cycles = 0, busy_packets = 0;
+};
+
 struct Port {
   std::string name;
   std::unique_ptr<Mempool> pool;
@@ -49,6 +58,11 @@ class Testpmd {
   Status open_ports();
   Status start_ports();
   Status build_streams();
+  Status start_services();
+  // Live migration (include/uvio/migrate.h): the participant that carries the pools'
+  // and ports' driver state and the streams' counters.
+  mig::Participant participant();
+  void set_migration(mig::Migration* m) { migration_ = m; }
   void start_forwarding() {
     if (forwarding_.exchange(true)) {
       std::printf("Packet forwarding already started\n");
@@ -75,6 +89,11 @@ class Testpmd {
 
  private:
   void drain_receivers();
+  void make_streams();
+  StreamTotals totals() const;
+  Status save(std::vector<uint8_t>& out);
+  Status load(std::span<const uint8_t> in);
+  void leave_after_migration();
 
   Runtime& rt_;
   Options opt_;
@@ -82,6 +101,9 @@ class Testpmd {
   std::vector<std::unique_ptr<Stream>> streams_;
   unsigned nb_cores_ = 0;
   std::atomic<bool> forwarding_{false};
+  mig::Migration* migration_ = nullptr;
+  // Counters that came with the migration: this process's own part is the rest.
+  StreamTotals restored_{};
 };
 
 Status Testpmd::open_ports() {
@@ -102,7 +124,14 @@ Status Testpmd::open_ports() {
       if (*end != 0 || queues < 1 || queues > 128)
         return Status::error(EINVAL, fmt::format("--vdev {}: queues={} must be from 1 to 128", v.name, *q));
     }
-    auto eth = EthPort::open_vhost_user(rt_.memory(), *path, static_cast<uint16_t>(queues));
+    // As DPDK's virtio_user: packed_vq=1 asks for packed rings, split rings otherwise.
+    bool packed = false;
+    if (const std::string* pv = v.arg("packed_vq")) {
+      if (*pv != "0" && *pv != "1")
+        return Status::error(EINVAL, fmt::format("--vdev {}: packed_vq={} must be 0 or 1", v.name, *pv));
+      packed = *pv == "1";
+    }
+    auto eth = EthPort::open_vhost_user(rt_.memory(), *path, static_cast<uint16_t>(queues), packed);
     if (!eth) return Status::error(eth.status().code(), fmt::format("--vdev {}: {}", v.name, eth.status().message()));
     ports_.push_back(Port{v.name, nullptr, std::move(*eth), {}});
   }
@@ -143,9 +172,13 @@ Status Testpmd::start_ports() {
 }
 
 Status Testpmd::build_streams() {
-  std::vector<unsigned> workers = rt_.lcores().worker_lcores();
-  if (workers.empty())
+  if (rt_.lcores().worker_lcores().empty())
     return Status::error(EINVAL, "testpmd forwards on worker lcores and has none: give at least two lcores (-l 0-1)");
+  make_streams();
+  return start_services();
+}
+
+void Testpmd::make_streams() {
   size_t n_ports = ports_.size();
   for (size_t p = 0; p < n_ports; p++) {
     // Ports pair up 0<->1, 2<->3; an odd last port forwards to itself.
@@ -169,9 +202,16 @@ Status Testpmd::build_streams() {
       s->tx_pool = ports_[tx].pool.get();
       s->tx_template = ports_[tx].tx_template.data();
       s->tx_len = opt_.txpkts;
+      s->tx_limit = opt_.tx_count;
       streams_.push_back(std::move(s));
     }
   }
+}
+
+Status Testpmd::start_services() {
+  std::vector<unsigned> workers = rt_.lcores().worker_lcores();
+  if (workers.empty())
+    return Status::error(EINVAL, "testpmd forwards on worker lcores and has none: give at least two lcores (-l 0-1)");
   if (opt_.nb_cores > workers.size())
     return Status::error(EINVAL, fmt::format("--nb-cores={}: only {} worker lcores (give more with -l)", opt_.nb_cores,
                                              workers.size()));
@@ -205,6 +245,147 @@ void Testpmd::drain_receivers() {
       }
     }
   }
+}
+
+constexpr std::string_view kStateTag = "uvio-testpmd-state-v1";
+constexpr uint32_t kMaxBlob = 64u << 20;
+
+StreamTotals Testpmd::totals() const {
+  StreamTotals t;
+  for (auto& s : streams_) {
+    t.rx_packets += s->rx_packets.get();
+    t.tx_packets += s->tx_packets.get();
+    t.fwd_drops += s->fwd_drops.get();
+    t.generated += s->generated.get();
+    t.busy_cycles += s->busy_cycles.get();
+    t.busy_packets += s->busy_packets.get();
+  }
+  return t;
+}
+
+mig::Participant Testpmd::participant() {
+  mig::Participant p;
+  p.name = "testpmd";
+  // The services are paused at their quiescent points: no stream holds a packet, so
+  // there is nothing to finish before the devices stop.
+  p.save = [this](std::vector<uint8_t>& out) { return save(out); };
+  p.load = [this](std::span<const uint8_t> in) { return load(in); };
+  return p;
+}
+
+Status Testpmd::save(std::vector<uint8_t>& out) {
+  StateWriter w(out);
+  w.put_string(kStateTag);
+  w.put<uint8_t>(static_cast<uint8_t>(opt_.mode));
+  w.put<uint16_t>(opt_.rxq);
+  w.put<uint16_t>(opt_.txq);
+  w.put<uint16_t>(opt_.txpkts);
+  w.put<uint32_t>(static_cast<uint32_t>(ports_.size()));
+  for (size_t i = 0; i < ports_.size(); i++) {
+    std::vector<uint8_t> pool, eth;
+    Status st = ports_[i].pool->save_state(pool);
+    if (st) st = ports_[i].eth->save_state(eth);
+    if (!st) return Status::error(st.code(), fmt::format("port {} ({}): {}", i, ports_[i].name, st.message()));
+    w.put_string(ports_[i].name);
+    w.put_string(std::string_view(reinterpret_cast<const char*>(pool.data()), pool.size()));
+    w.put_string(std::string_view(reinterpret_cast<const char*>(eth.data()), eth.size()));
+  }
+  w.put<uint32_t>(static_cast<uint32_t>(streams_.size()));
+  for (auto& s : streams_) {
+    w.put<uint16_t>(s->rx_port_id);
+    w.put<uint16_t>(s->rx_queue);
+    w.put<uint16_t>(s->tx_port_id);
+    w.put<uint16_t>(s->tx_queue);
+    for (const StreamCounter* c : {&s->rx_packets, &s->tx_packets, &s->fwd_drops, &s->generated, &s->busy_cycles,
+                                   &s->busy_packets})
+      w.put<uint64_t>(c->get());
+  }
+  return Status::ok();
+}
+
+// Destination, inside receive(): the pools first (the ports find the mbufs' pools), then
+// the ports on the devices of the same names, then the streams as the options build them.
+Status Testpmd::load(std::span<const uint8_t> in) {
+  StateReader r(in);
+  std::string tag;
+  uint8_t mode = 0;
+  uint16_t rxq = 0, txq = 0, txpkts = 0;
+  uint32_t n_ports = 0;
+  if (!r.get_string(&tag, 64) || tag != kStateTag)
+    return Status::error(EINVAL, "testpmd: the migrated state is not uvio-testpmd's (or of another version)");
+  r.get(&mode), r.get(&rxq), r.get(&txq), r.get(&txpkts), r.get(&n_ports);
+  if (!r.ok()) return Status::error(EINVAL, "testpmd: the migrated state is truncated");
+  if (mode != static_cast<uint8_t>(opt_.mode) || rxq != opt_.rxq || txq != opt_.txq || txpkts != opt_.txpkts)
+    return Status::error(EINVAL, fmt::format("testpmd: the source forwards in mode {} with {} RX / {} TX queues and "
+                                             "{}-byte frames; start the destination with the same testpmd options",
+                                             mode <= static_cast<uint8_t>(ForwardMode::RxOnly)
+                                                 ? std::string(forward_mode_name(static_cast<ForwardMode>(mode)))
+                                                 : std::to_string(mode),
+                                             rxq, txq, txpkts));
+  if (n_ports == 0 || n_ports > rt_.devices().size() + rt_.config().vdevs.size())
+    return Status::error(EINVAL, fmt::format("testpmd: the source had {} ports, this process has {} devices", n_ports,
+                                             rt_.devices().size()));
+  for (uint32_t i = 0; i < n_ports; i++) {
+    std::string name, pool_state, eth_state;
+    if (!r.get_string(&name, 4096) || !r.get_string(&pool_state, kMaxBlob) || !r.get_string(&eth_state, kMaxBlob))
+      return Status::error(EINVAL, "testpmd: the migrated state is truncated");
+    const RuntimeDevice* dev = nullptr;
+    for (const RuntimeDevice& d : rt_.devices())
+      if (d.name == name && d.is_virtio_net()) dev = &d;
+    if (!dev)
+      return Status::error(ENODEV, fmt::format("testpmd: port {} was {} on the source; this process has no such "
+                                               "virtio-net device (give the same -a / --vdev)", i, name));
+    auto as_bytes = [](const std::string& b) {
+      return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(b.data()), b.size());
+    };
+    auto pool = mbuf_pool_restore(rt_.memory(), as_bytes(pool_state));
+    if (!pool) return Status::error(pool.status().code(), fmt::format("port {} ({}) pool: {}", i, name, pool.status().message()));
+    // Kept before the port: a failed port restore still leaves the pool owned.
+    ports_.push_back(Port{name, std::move(*pool), nullptr, {}});
+    auto eth = EthPort::restore(rt_.memory(), *dev->device, as_bytes(eth_state));
+    if (!eth) return Status::error(eth.status().code(), fmt::format("port {} ({}): {}", i, name, eth.status().message()));
+    ports_.back().eth = std::move(*eth);
+  }
+  make_streams();
+  uint32_t n_streams = 0;
+  if (!r.get(&n_streams) || n_streams != streams_.size())
+    return Status::error(EINVAL, fmt::format("testpmd: the source had {} streams, these options make {}", n_streams,
+                                             streams_.size()));
+  for (auto& s : streams_) {
+    uint16_t rx_port = 0, rx_queue = 0, tx_port = 0, tx_queue = 0;
+    r.get(&rx_port), r.get(&rx_queue), r.get(&tx_port), r.get(&tx_queue);
+    for (StreamCounter* c : {&s->rx_packets, &s->tx_packets, &s->fwd_drops, &s->generated, &s->busy_cycles,
+                             &s->busy_packets}) {
+      uint64_t v = 0;
+      r.get(&v);
+      c->clear();
+      c->add(v);
+    }
+    if (!r.ok()) return Status::error(EINVAL, "testpmd: the migrated state is truncated");
+    if (rx_port != s->rx_port_id || rx_queue != s->rx_queue || tx_port != s->tx_port_id || tx_queue != s->tx_queue)
+      return Status::error(EINVAL, "testpmd: the source's streams differ from the ones these options make");
+  }
+  if (r.left() != 0) return Status::error(EINVAL, "testpmd: trailing bytes after the migrated state");
+  restored_ = totals();
+  return Status::ok();
+}
+
+// Source, once the destination has taken over: the devices, their rings and every mbuf
+// belong to the destination now. The lcores stop where the migration paused them and
+// nothing touches a device or a ring again.
+void Testpmd::leave_after_migration() {
+  rt_.services().stop();
+  forwarding_.store(false);
+  for (auto& p : ports_) {
+    p.eth->release_after_migration();
+    p.pool->release_objects();
+  }
+  const mig::Progress pr = migration_->progress();
+  std::printf("Migrated: %s\n", pr.message.c_str());
+  // uvio-migrate reads the outcome from this process's control socket: keep answering a
+  // little longer than its polling interval, so that it sees "completed" rather than a
+  // socket gone away.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
 }
 
 void Testpmd::print_stats(bool final) {
@@ -246,6 +427,16 @@ void Testpmd::print_stats(bool final) {
   if (busy_packets)
     std::printf("  CPU cycles/packet on the forwarding lcores: %.1f\n",
                 static_cast<double>(busy_cycles) / static_cast<double>(busy_packets));
+  if (migration_ && (migration_->migrated() || migration_->incoming())) {
+    // This process's own part (a destination's counters began at the source's), so
+    // that the source's and the destination's lines add up to the whole run.
+    StreamTotals t = totals();
+    std::printf("MIGRATION-TOTALS role=%s generated=%lu sent=%lu tx_dropped=%lu received=%lu\n",
+                migration_->incoming() ? "destination" : "source", t.generated - restored_.generated,
+                t.tx_packets - restored_.tx_packets, t.fwd_drops - restored_.fwd_drops,
+                t.rx_packets - restored_.rx_packets);
+  }
+  std::fflush(stdout);
 }
 
 void Testpmd::clear_stats() {
@@ -273,6 +464,11 @@ int Testpmd::run() {
   }
   std::string line;
   while (!g_quit.load(std::memory_order_relaxed)) {
+    if (migration_ && migration_->migrated()) {
+      leave_after_migration();
+      print_stats(true);
+      return 0;
+    }
     if (opt_.stats_period && std::chrono::steady_clock::now() >= next_stats) {
       print_stats(false);
       next_stats += std::chrono::seconds(opt_.stats_period);
@@ -345,9 +541,26 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, testpmd::on_signal);
   std::signal(SIGTERM, testpmd::on_signal);
   testpmd::Testpmd pmd(*app.runtime, *opts);
-  Status s = pmd.open_ports();
-  if (s) s = pmd.start_ports();
-  if (s) s = pmd.build_streams();
+  // Live migration: "uvio-migrate send" on the control socket moves this process to a
+  // destination started with the same options and --migrate-listen (doc/migration.md).
+  mig::Migration migration(*app.runtime);
+  pmd.set_migration(&migration);
+  migration.add_participant(pmd.participant());
+  Status s;
+  if (migration.incoming()) {
+    // Nothing may be created in runtime memory before the source's memory is in.
+    s = migration.receive();
+    if (!s) {
+      std::fprintf(stderr, "%s: the migration failed: %s\n", argv[0], s.message().c_str());
+      return 1;
+    }
+    std::printf("Migration received: forwarding goes on from the source's state\n");
+    s = pmd.start_services();
+  } else {
+    s = pmd.open_ports();
+    if (s) s = pmd.start_ports();
+    if (s) s = pmd.build_streams();
+  }
   if (!s) {
     std::fprintf(stderr, "%s: %s\n", argv[0], s.message().c_str());
     return 1;

@@ -26,6 +26,8 @@ std::string usage() {
          "  --rxd=N --txd=N      descriptors per queue (256)\n"
          "  --nb-cores=N         forwarding lcores (default: one per stream, up to the workers)\n"
          "  --txpkts=N           txonly frame length in bytes, 42..1514 (64)\n"
+         "  --tx-count=N         txonly: each stream stops generating once it has sent N frames\n"
+         "                       (0, the default: no limit); for a receiver that must see them all\n"
          "  --stats-period=N     print port statistics every N seconds\n"
          "  -i, --interactive    prompt: start, stop, show port stats all, clear port stats all, quit\n"
          "  --auto-start         start forwarding at once (the default without -i)\n"
@@ -72,6 +74,9 @@ Result<Options> parse_options(int argc, char* const argv[]) {
     } else if (key == "--txpkts") {
       UVIO_TRY(need(42, 1514, &v));
       o.txpkts = static_cast<uint16_t>(v);
+    } else if (key == "--tx-count") {
+      UVIO_TRY(need(0, ~0ul, &v));
+      o.tx_count = v;
     } else if (key == "--stats-period") {
       UVIO_TRY(need(0, 86400, &v));
       o.stats_period = static_cast<unsigned>(v);

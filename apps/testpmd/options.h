@@ -16,6 +16,7 @@ struct Options {
   uint16_t txq = 1;
   unsigned nb_cores = 0;     // 0: one per stream, up to the worker lcores
   uint16_t txpkts = 64;      // txonly frame length
+  uint64_t tx_count = 0;     // txonly: frames each stream sends before it stops, 0: no limit
   uint16_t ring_size = 256;  // --rxd / --txd
   unsigned stats_period = 0; // seconds, 0: none
   bool interactive = false;

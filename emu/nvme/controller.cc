@@ -246,6 +246,7 @@ void NvmeController::controller_reset() {
   st_.error_event_pending = false;
   st_.error_events_masked = false;
   st_.aborts.clear();
+  io_stalled_ = false;
   st_.csts &= ~(kCstsRdy | kCstsCfs);
   zero_doorbells();
 }
@@ -357,6 +358,7 @@ size_t NvmeController::process_sq(uint16_t qid) {
   refresh_sq_tail(qid);
   size_t done = 0;
   while (sq.head != sq.tail && done < kBurstPerQueue) {
+    if (io_stalled_ && qid != 0) break;
     CompletionQueue& cq = st_.cqs[sq.cqid];
     if ((cq.tail + 1) % cq.size == cq.head) {
       refresh_cq_head(sq.cqid);
@@ -386,6 +388,10 @@ size_t NvmeController::process_sq(uint16_t qid) {
     } else {
       uint16_t cid = n == f.wrong_cid ? static_cast<uint16_t>(cmd.cid ^ 0x8000) : cmd.cid;
       if (!post_completion(sq.cqid, qid, cid, out.status, out.dw0, n == f.stale_phase)) return done;
+    }
+    if (n == f.stall_io) {
+      UVIO_LOG(Notice, kLog, "fault: I/O submission queues stall after command {}", n);
+      io_stalled_ = true;
     }
     if (n == f.fatal_after && !st_.fatal_fault_fired) {
       st_.fatal_fault_fired = true;

@@ -135,7 +135,7 @@ class NvmeController final : public DeviceModel {
   ~NvmeController() override;
 
   std::string_view type_name() const override { return "nvme"; }
-  uint32_t state_version() const override { return 1; }
+  uint32_t state_version() const override { return 2; }  // 2: CRC-32C at the end
   PciIdentity identity() const override;
   std::vector<BarLayout> bars() const override;
   MsixLayout msix() const override;
@@ -211,6 +211,8 @@ class NvmeController final : public DeviceModel {
   uint32_t queue_count_;  // io_queues + 1
   std::vector<std::unique_ptr<NamespaceStore>> namespaces_;
   ControllerState st_;
+  uint64_t state_loads_ = 0;  // migration loads so far, for the migload@N fault
+  bool io_stalled_ = false;   // the stall@N fault fired; a controller reset clears it
   std::string enable_error_;
 
   DmaAccess* dma_ = nullptr;

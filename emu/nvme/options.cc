@@ -53,15 +53,17 @@ Result<FaultPlan> parse_fault_plan(std::string_view text) {
     uint64_t n = 0;
     if (at == std::string_view::npos || !parse_u64(item.substr(at + 1), &n) || n == 0)
       return Status::error(EINVAL, fmt::format("nvme: fault '{}' is not name@N with N >= 1 "
-                                               "(names: cfs, timeout, badcid, phase)", item));
+                                               "(names: cfs, timeout, badcid, phase, stall, migload)", item));
     std::string_view name = item.substr(0, at);
     if (name == "cfs") plan.fatal_after = n;
     else if (name == "timeout") plan.drop_completion = n;
     else if (name == "badcid") plan.wrong_cid = n;
     else if (name == "phase") plan.stale_phase = n;
+    else if (name == "stall") plan.stall_io = n;
+    else if (name == "migload") plan.refuse_state_load = n;
     else
       return Status::error(EINVAL, fmt::format("nvme: unknown fault '{}' (known: cfs, timeout, "
-                                               "badcid, phase)", name));
+                                               "badcid, phase, stall, migload)", name));
   }
   return plan;
 }

@@ -19,7 +19,15 @@ struct FaultPlan {
   uint64_t drop_completion = 0;   // timeout@N: command N runs, its completion is never posted
   uint64_t wrong_cid = 0;         // badcid@N: command N completes with bit 15 of its CID inverted
   uint64_t stale_phase = 0;       // phase@N: command N's entry carries the previous lap's phase
-  bool any() const { return fatal_after || drop_completion || wrong_cid || stale_phase; }
+  // stall@N: once command N has completed, no I/O submission queue is fetched again (its
+  // head never moves) until a controller reset; the admin queue still works.
+  uint64_t stall_io = 0;
+  // migload@N: the Nth migration state load (RESUMING -> STOP) is refused, as a device
+  // that cannot take another's state; N counts loads, not commands.
+  uint64_t refuse_state_load = 0;
+  bool any() const {
+    return fatal_after || drop_completion || wrong_cid || stale_phase || stall_io || refuse_state_load;
+  }
 };
 
 struct NvmeOptions {

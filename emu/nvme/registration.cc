@@ -17,7 +17,7 @@ namespace {
 const ModelRegistration kNvmeRegistration{ModelType{
     "nvme", "nvme",
     "NVMe 1.4 controller: size=64M,ns=1,lba=512|4096,file=PATH,queues=16,mqes=1024,serial=S,"
-    "faults=cfs@N+timeout@N+badcid@N+phase@N",
+    "faults=cfs@N+timeout@N+badcid@N+phase@N+migload@N",
     make_nvme_model}};
 
 }  // namespace

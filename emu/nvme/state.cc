@@ -1,7 +1,11 @@
 // Migration state of the NVMe controller: a versioned, little-endian record of the
-// registers, queues, features, logs, doorbells and memory-backed namespace contents.
-// Loading parses and checks the whole stream before it changes anything.
+// registers, queues, features, logs, doorbells and memory-backed namespace contents
+// (a file-backed namespace is shared storage: its contents are not copied), closed by
+// a CRC-32C of everything before it. Loading parses and checks the whole stream, the
+// checksum last, before it changes anything: a damaged namespace page is refused
+// rather than served.
 #include "emu/nvme/controller.h"
+#include "mig/stream.h"
 
 #include <fmt/format.h>
 
@@ -70,6 +74,7 @@ Status corrupt(std::string_view what) {
 }  // namespace
 
 void NvmeController::save_state(std::vector<uint8_t>& out) const {
+  size_t start = out.size();
   Writer w(out);
   w.put(kStateMagic);
   w.put(state_version());
@@ -130,9 +135,12 @@ void NvmeController::save_state(std::vector<uint8_t>& out) const {
       if (bitmap[p / 8] & (1u << (p % 8))) w.bytes(mem + p * kPageBytes, std::min(kPageBytes, ns->bytes() - p * kPageBytes));
   }
   w.put(kStateEndMagic);
+  w.put(mig::crc32c(std::span<const uint8_t>(out).subspan(start)));
 }
 
 Status NvmeController::load_state(std::span<const uint8_t> in) {
+  if (++state_loads_ == opt_.faults.refuse_state_load)
+    return Status::error(EIO, fmt::format("nvme: migration state refused (fault migload@{})", state_loads_));
   Reader r(in);
   uint32_t magic = 0, version = 0, queues = 0, mqes = 0, ns_count = 0, lba = 0;
   if (!r.get(&magic) || magic != kStateMagic) return corrupt("not an NVMe controller state (bad magic)");
@@ -244,8 +252,11 @@ Status NvmeController::load_state(std::span<const uint8_t> in) {
     images.push_back({pages, bitmap, data});
   }
   uint32_t end = 0;
+  uint32_t sum = 0;
   if (!r.get(&end) || end != kStateEndMagic) return corrupt("missing end marker");
+  if (!r.get(&sum)) return corrupt("missing checksum");
   if (r.left()) return corrupt(fmt::format("{} unexpected bytes after the end marker", r.left()));
+  if (mig::crc32c(in.first(in.size() - sizeof(sum))) != sum) return corrupt("checksum mismatch: the stream is corrupted");
 
   // Commit.
   size_t image = 0;

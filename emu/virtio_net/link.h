@@ -34,6 +34,10 @@ class FrameRing {
   void release();
 
   uint64_t overflow() const { return overflow_.load(std::memory_order_relaxed); }
+  // Frames committed and not yet released; exact while neither side runs.
+  uint32_t waiting() const {
+    return head_.load(std::memory_order_acquire) - tail_.load(std::memory_order_acquire);
+  }
   // Drops every frame; only while neither side polls.
   void clear();
 

@@ -45,6 +45,8 @@ bool parse_faults(std::string_view text, uint32_t* out) {
     else if (name == "used-id-repeat") faults |= kFaultUsedIdRepeat;
     else if (name == "used-len") faults |= kFaultUsedLen;
     else if (name == "config-change") faults |= kFaultConfigChange;
+    else if (name == "stall") faults |= kFaultStall;
+    else if (name == "used-wrap") faults |= kFaultUsedWrap;
     else return false;
     text = plus == std::string_view::npos ? std::string_view() : text.substr(plus + 1);
   }
@@ -84,7 +86,8 @@ Status apply_option(Options& options, std::string_view key, std::string_view val
     options.peer = std::string(value);
   } else if (key == "faults") {
     if (!parse_faults(value, &options.faults))
-      return bad(key, value, "fault names joined by '+': used-id-range, used-id-repeat, used-len, config-change");
+      return bad(key, value,
+                 "fault names joined by '+': used-id-range, used-id-repeat, used-len, used-wrap, config-change, stall");
   } else {
     return Status::error(EINVAL, fmt::format("virtio-net: unknown option '{}' (known: queues, mac, mtu, queue_size, "
                                              "loopback, peer, event_idx, indirect, packed, faults)", key));

@@ -17,6 +17,12 @@
 //                     used-len        the next used element's len exceeds its buffer
 //                     config-change   the next device config read sees
 //                                     config_generation move (and a config interrupt)
+//                     used-wrap       packed rings: the next used descriptor carries
+//                                     the previous lap's wrap counter (a phase that
+//                                     flipped twice); split rings ignore it
+//                     stall           from then on the data queues are not served
+//                                     (until the next reset): notifications go
+//                                     unanswered and no used element comes back
 //
 // Without loopback or peer the port has no link: status reads link down and every
 // frame sent is dropped (tx_drops).
@@ -36,6 +42,8 @@ enum Fault : uint32_t {
   kFaultUsedIdRepeat = 1u << 1,
   kFaultUsedLen = 1u << 2,
   kFaultConfigChange = 1u << 3,
+  kFaultStall = 1u << 4,
+  kFaultUsedWrap = 1u << 5,
 };
 
 struct Options {

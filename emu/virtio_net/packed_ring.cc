@@ -73,7 +73,9 @@ bool Virtqueue::push_used_packed(DmaAccess& dma, uint32_t id, uint32_t len, uint
   uint16_t id16 = static_cast<uint16_t>(id);
   if (!dma.write(at + 8, &len, sizeof(len)) || !dma.write(at + spec::kPackedDescIdOffset, &id16, sizeof(id16)))
     return false;
-  uint16_t flags = used_wrap ? (spec::kPackedDescFAvail | spec::kPackedDescFUsed) : 0;
+  bool wrap = used_wrap != stale_wrap_once;
+  stale_wrap_once = false;
+  uint16_t flags = wrap ? (spec::kPackedDescFAvail | spec::kPackedDescFUsed) : 0;
   if (len > 0) flags |= spec::kDescFWrite;
   guest_fence(std::memory_order_release);
   if (!dma.write(at + spec::kPackedDescFlagsOffset, &flags, sizeof(flags))) return false;

@@ -418,6 +418,10 @@ bool VirtioNetModel::complete(Virtqueue& q, uint16_t chain_id, uint16_t ring_slo
       faults_armed_ &= ~kFaultUsedIdRepeat;
     }
   }
+  if ((faults_armed_ & kFaultUsedWrap) && q.packed) {
+    q.stale_wrap_once = true;
+    faults_armed_ &= ~kFaultUsedWrap;
+  }
   if (!q.push_used(*dma_, id, len, ring_slots)) return false;
   return !repeat || q.push_used(*dma_, id, len, ring_slots);
 }
@@ -677,12 +681,15 @@ size_t VirtioNetModel::poll() {
     link_up_reported_ = up;
     config_changed();  // §5.1.4: link status is in config space
   }
+  // faults=stall: a device that stopped consuming. Its data queues are left alone until
+  // the driver resets it; the control queue still answers, so the port can start.
+  const bool stalled = faults_armed_ & kFaultStall;
   size_t work = 0;
-  for (uint16_t pair = 0; pair < curr_pairs_ && running(); pair++) {
+  for (uint16_t pair = 0; pair < curr_pairs_ && running() && !stalled; pair++) {
     take_kick(static_cast<uint16_t>(2 * pair));  // RX buffers are looked at when frames arrive
     if (take_kick(static_cast<uint16_t>(2 * pair + 1))) work += service_tx(pair);
   }
-  if (running()) work += service_rx();
+  if (running() && !stalled) work += service_rx();
   if (running() && take_kick(ctrl_queue_index())) work += service_ctrl();
   return work;
 }

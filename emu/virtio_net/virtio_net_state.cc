@@ -1,6 +1,8 @@
 // Migration state of a virtio-net port: what the driver programmed and how far the
-// device got in each queue. Frames in flight on the link are not device state (a
-// real wire loses them too).
+// device got in each queue. Frames in flight on the link are not device state: like a
+// real wire's, they are lost, and the saved rx_drops counts those waiting for this
+// port (and link overflows it had not counted yet), so the destination's statistics
+// account for every frame its peer sent.
 //
 // Layout, host-endian (little-endian hosts only), version 1:
 //   u32 magic "VNET", u32 version, u32 payload bytes
@@ -100,6 +102,12 @@ void VirtioNetModel::save_state(std::vector<uint8_t>& out) const {
   w.put(faults_armed_);
   w.put(uint8_t{link_up_reported_});
   PortCounters c = counters();
+  if (link_) {
+    for (uint32_t ring = 0; ring < link_->queue_pairs(); ring++) {
+      const FrameRing& rx = link_->rx_ring(link_end_, ring);
+      c.rx_drops += rx.waiting() + (rx.overflow() - overflow_seen_[ring]);
+    }
+  }
   for (uint64_t v : {c.tx_packets, c.tx_bytes, c.tx_drops, c.tx_errors, c.rx_packets, c.rx_bytes, c.rx_drops,
                      c.rx_errors})
     w.put(v);

@@ -70,6 +70,9 @@ class Virtqueue {
   bool avail_wrap = true;
   bool used_wrap = true;
   uint16_t unsignalled = 0;  // used entries (packed: ring slots) since the last interrupt decision
+  // Fault injection (faults=used-wrap), packed only: the next used descriptor carries
+  // the previous lap's wrap counter in its AVAIL and USED flags. Not migrated.
+  bool stale_wrap_once = false;
 
   // Back to the state after a device reset, with `max_size` as the offered size.
   void reset(uint16_t max_size);

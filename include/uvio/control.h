@@ -28,6 +28,10 @@ class ControlSocket {
   ~ControlSocket();  // stops the thread and removes the socket file
 
   void add(std::string cmd, std::string description, Handler handler);
+  // Unregisters `cmd` and waits for a call of it that is running on the socket's thread,
+  // so that what the handler captured may be destroyed when this returns. (From inside a
+  // handler it does not wait.)
+  void remove(const std::string& cmd);
   const std::string& path() const;
 
  private:

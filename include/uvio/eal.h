@@ -35,6 +35,7 @@ struct EalConfig {
   std::string control_socket;   // --control-socket: empty = the default path, "none" = no socket
   std::string migrate_listen;   // --migrate-listen: a migration destination's address
   std::string migrate_token;    // --migrate-token
+  std::string app_name;         // argv[0]'s basename: what the control socket's "app" says
   log::Level log_level = log::Level::Notice;
   std::vector<std::pair<std::string, log::Level>> component_log_levels;
   bool help = false;

@@ -13,8 +13,10 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace uvio {
 
@@ -40,6 +42,9 @@ struct EthStats {
   uint64_t tx_packets = 0;
   uint64_t tx_bytes = 0;
   uint64_t tx_errors = 0;   // malformed completions, or packets the driver cannot send
+  // Packets a tx_burst left with the caller because the ring was full even after
+  // reclaiming: back-pressure, or a device that stopped consuming.
+  uint64_t tx_ring_full = 0;
 };
 
 struct EthLink {
@@ -53,8 +58,10 @@ class EthPort {
   // whose is_virtio_net() holds.
   static Result<std::unique_ptr<EthPort>> open(Memory& mem, iommu::Device& device);
   // A vhost-user backend listening at `socket_path` (virtio-user), `queue_pairs` pairs.
+  // packed_ring false refuses VIRTIO_F_RING_PACKED, so split rings are used even when the
+  // backend offers packed ones (DPDK's virtio_user packed_vq=0).
   static Result<std::unique_ptr<EthPort>> open_vhost_user(Memory& mem, std::string_view socket_path,
-                                                          uint16_t queue_pairs);
+                                                          uint16_t queue_pairs, bool packed_ring = true);
 
   virtual ~EthPort() = default;
   virtual std::string_view name() const = 0;
@@ -83,6 +90,22 @@ class EthPort {
   // are already waiting: do not sleep then.
   virtual bool rx_interrupt_arm(uint16_t queue) = 0;
   virtual void rx_interrupt_disarm(uint16_t queue) = 0;
+
+  // Migration (include/uvio/migrate.h moves runtime memory and the device's own state).
+  // Source, with no lcore inside a burst and the device stopped: what the port keeps
+  // outside runtime memory (features, queue sizes and addresses, indexes and wrap
+  // counters, free descriptors, the mbufs in flight, the RX pool, counters). A started
+  // port only; ENOTSUP for ports that cannot migrate (vhost-user).
+  virtual Status save_state(std::vector<uint8_t>& out);
+  // The state moved to another port object: the destructor neither resets the device
+  // nor frees the rings or the mbufs in them.
+  virtual void release_after_migration() {}
+  // Destination: a started port rebuilt on `device` (a virtio-net PCI function whose
+  // state arrived through migration v2) over memory holding the source's bytes, without
+  // resetting or configuring the device. The RX pool and every pool whose mbufs are in
+  // flight must have been restored first (mbuf_pool_restore). `state` is checked.
+  static Result<std::unique_ptr<EthPort>> restore(Memory& mem, iommu::Device& device,
+                                                  std::span<const uint8_t> state);
 };
 
 }  // namespace uvio

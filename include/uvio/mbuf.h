@@ -53,6 +53,11 @@ Result<std::unique_ptr<Mempool>> mbuf_pool_create(Memory& mem, std::string_view 
                                                   uint16_t priv_size = 0, uint16_t data_room = kMbufDefaultDataRoom,
                                                   int numa_node = -1);
 
+// Migration's destination: Mempool::restore, then every mbuf of the pool (free or in
+// use) is pointed at the restored pool, the one word of an mbuf that named the source's
+// heap. Nothing else in the mbufs changes.
+Result<std::unique_ptr<Mempool>> mbuf_pool_restore(Memory& mem, std::span<const uint8_t> state);
+
 inline void mbuf_reset(Mbuf* m) {
   m->data_off = m->buf_len < kMbufHeadroom ? m->buf_len : kMbufHeadroom;
   m->pkt_len = 0;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -91,6 +92,13 @@ class Memory {
   const Memzone* memzone_lookup(std::string_view name) const;
   Status memzone_free(std::string_view name);
   std::vector<Memzone> memzones() const;
+
+  // Migration: the DMA heap's allocator state and the memzones (the bytes themselves
+  // move with the pages). load_state checks the whole input against this Memory's areas
+  // and changes nothing when any of it is wrong: it comes from another process. Memzone
+  // pointers looked up before a load are not valid after it.
+  Status save_state(std::vector<uint8_t>& out) const;
+  Status load_state(std::span<const uint8_t> in);
 
   // Called for every area added (and once per existing area when replay is asked):
   // how the DMA space maps memory into each IOMMU domain.

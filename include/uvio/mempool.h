@@ -9,6 +9,8 @@
 
 #include <cstring>
 #include <functional>
+#include <span>
+#include <vector>
 
 namespace uvio {
 
@@ -66,6 +68,22 @@ class Mempool {
   // Returns the calling lcore's cached objects to the ring (before an lcore stops).
   void flush_cache();
 
+  // Migration. With no lcore inside get/put: returns every lcore's cache to the ring and
+  // records the geometry, the name, the objects' address and the free objects (by index,
+  // in ring order). The pool goes on working afterwards.
+  Status save_state(std::vector<uint8_t>& out);
+  // Rebuilds a saved pool over memory that already holds the source's bytes at the same
+  // addresses (a migration's destination): no object is written and nothing is taken
+  // from the DMA heap, whose allocations moved with the memory. `state` comes from
+  // outside and is checked whole before anything is built.
+  static Result<std::unique_ptr<Mempool>> restore(Memory& mem, std::span<const uint8_t> state);
+  // Another Mempool has taken over these objects (restored in the same process, or the
+  // state moved to another): the destructor no longer frees their memory, and
+  // owner_of() no longer finds this pool.
+  void release_objects();
+  // The live pool (created or restored) that owns object `p`, or nullptr. Control path.
+  static Mempool* owner_of(const void* p);
+
  private:
   struct alignas(kCacheLine) Cache {
     uint32_t size = 0;      // refill target
@@ -80,6 +98,9 @@ class Mempool {
     return (cache_size_ && id < kMaxLcores) ? &caches_[id] : nullptr;
   }
   bool get_slow(Cache* c, void** objs, uint32_t n);
+  void init_caches();
+  void register_live();
+  void unregister_live();
   void put_slow(Cache* c, void* const* objs, uint32_t n);
 
   Memory& mem_;
@@ -91,6 +112,7 @@ class Mempool {
   uint32_t count_ = 0;
   uint32_t cache_size_ = 0;
   std::unique_ptr<Cache[]> caches_;
+  bool owns_objects_ = true;  // false after release_objects()
 };
 
 }  // namespace uvio

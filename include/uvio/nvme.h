@@ -155,6 +155,31 @@ class Controller {
   virtual uint64_t resets() const = 0;
   virtual bool failed() const = 0;  // the controller could not be brought back
 
+  // The queue pairs that exist, in creation order (a restored controller: the source's
+  // order), so an application finds its queues again after a migration.
+  virtual std::vector<QueuePair*> queue_pairs() const = 0;
+
+  // Migration (include/uvio/migrate.h moves runtime memory and the device's own state).
+  // Source, with the threads that own the queue pairs paused: submissions now return
+  // -EAGAIN, and every queue pair is polled on the calling thread (its callbacks run
+  // there) until nothing is outstanding. ETIMEDOUT when commands remain after
+  // timeout_ms. Until resume() the controller accepts no new I/O.
+  virtual Status quiesce(uint32_t timeout_ms) = 0;
+  virtual void resume() = 0;
+  // After quiesce: what the driver keeps outside runtime memory (queue ids, sizes,
+  // indexes and phases, where its queues and PRP pages are, namespaces, interrupt
+  // mode, counters). EBUSY while a command is outstanding.
+  virtual Status save_state(std::vector<uint8_t>& out) = 0;
+  // The state moved to another controller object (in this process or another): the
+  // destructor neither talks to the device nor frees the queues' memory.
+  virtual void release_after_migration() = 0;
+  // Destination: rebuilds a saved controller and its queue pairs on `device`, whose own
+  // state arrived through migration v2, over memory that holds the source's bytes. The
+  // device is neither reset nor configured: BAR0 is mapped again and the queues'
+  // interrupt eventfds wired, nothing else. `state` comes from outside and is checked.
+  static Result<std::unique_ptr<Controller>> restore(iommu::Device& device, Memory& memory,
+                                                     std::span<const uint8_t> state);
+
  protected:
   Controller() = default;
 };

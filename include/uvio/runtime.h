@@ -15,6 +15,8 @@
 
 namespace uvio {
 
+class ControlSocket;
+
 namespace iommu {
 class Device;
 class DmaSpace;
@@ -46,11 +48,15 @@ class Runtime {
   iommu::DmaSpace& dma() { return *dma_; }
   // Every device, in the order given (-a first, then --vdev).
   const std::vector<RuntimeDevice>& devices() const { return devices_; }
+  // Where tools reach this process (see control.h); nullptr with --control-socket=none,
+  // or when the default path was taken by another live process.
+  ControlSocket* control() { return control_.get(); }
 
  private:
   struct Emulated;  // in-process device servers (emu/), stopped before the devices close
   explicit Runtime(const EalConfig& cfg);
   Status open_devices();
+  Status start_control();
   EalConfig cfg_;
   std::unique_ptr<Memory> memory_;
   std::unique_ptr<LcoreSet> lcores_;
@@ -60,6 +66,7 @@ class Runtime {
   std::vector<std::unique_ptr<iommu::Device>> owned_devices_;
   std::vector<RuntimeDevice> devices_;
   std::unique_ptr<Emulated> emulated_;
+  std::unique_ptr<ControlSocket> control_;  // its handlers use the rest: stopped first
 };
 
 // What an application's main() calls first. Bad options: one line on stderr naming the

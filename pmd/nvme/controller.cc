@@ -17,6 +17,12 @@ constexpr const char* kLog = "nvme";
 // A transfer is described by PRP1 and at most one PRP list page (§4.3), so the driver
 // never chains lists: 512 entries after the first page.
 constexpr uint32_t kDriverMaxTransfer = spec::kPrpsPerPage * spec::kPageBytes;
+// PCI Local Bus 3.0 §6.2.2, the Command register: a function that is not bus master
+// issues no DMA. The kernel leaves it off when it hands a device to VFIO (and a
+// function-level reset clears it); QEMU's NVMe then drops every queue fetch silently.
+constexpr uint32_t kPciCommand = 0x04;
+constexpr uint32_t kPciCommandMemory = 1u << 1;
+constexpr uint32_t kPciCommandBusMaster = 1u << 2;
 
 std::string ascii_field(const std::byte* p, size_t len) {
   std::string s(reinterpret_cast<const char*>(p), len);
@@ -139,6 +145,12 @@ ControllerImpl::ControllerImpl(iommu::Device& device, Memory& memory, const Cont
 
 ControllerImpl::~ControllerImpl() {
   std::lock_guard lock(admin_mu_);
+  if (released_) {
+    // Migrated away: the device and the memory belong to the controller that took over.
+    for (auto& q : queues_) q->released_ = true;
+    queues_.clear();
+    return;
+  }
   if (!failed_) {
     for (auto& q : queues_) {
       spec::SubmissionEntry del{};
@@ -192,6 +204,10 @@ Status ControllerImpl::wait_ready(bool ready) {
 }
 
 Status ControllerImpl::enable() {
+  auto command = device_.config_read(kPciCommand, 2);
+  if (!command) return command.status();
+  if ((*command & (kPciCommandMemory | kPciCommandBusMaster)) != (kPciCommandMemory | kPciCommandBusMaster))
+    UVIO_TRY(device_.config_write(kPciCommand, 2, *command | kPciCommandMemory | kPciCommandBusMaster));
   uint32_t entries = options_.admin_entries;
   std::memset(asq_, 0, size_t(entries) << spec::kSqEntryLog2);
   std::memset(acq_, 0, size_t(entries) << spec::kCqEntryLog2);
@@ -218,6 +234,11 @@ Status ControllerImpl::bring_up() {
                                               device_.name(), 4u << spec::cap_mpsmin(cap_)));
   stride_bytes_ = 4u << spec::cap_dstrd(cap_);
   info_.max_queue_entries = spec::cap_mqes(cap_);
+  // §3.1.1: MQES is 0's based with a minimum of 1 (two entries); a queue of one entry
+  // can never hold a command, and the clamps below need at least 2.
+  if (info_.max_queue_entries < 2)
+    return Status::error(ENODEV, fmt::format("nvme: {}: CAP.MQES is 0; a queue needs at least 2 entries",
+                                             device_.name()));
   options_.admin_entries = std::clamp<uint32_t>(options_.admin_entries, 2, std::min<uint32_t>(4096, info_.max_queue_entries));
 
   // §7.6.1 step 1: the controller must be off before the admin queue is set.
@@ -434,17 +455,9 @@ Status ControllerImpl::create_io_queues(QueuePairImpl& q) {
   q.reset_rings();
   if (failed_) return Status::error(EIO, fmt::format("nvme: {}: the controller has failed", device_.name()));
   q.generation_ = generation_.load();
-  if (shadow_ && info_.shadow_doorbells) {
-    // A new queue starts at tail and head 0; stale values would read as a doorbell write.
-    uint32_t words = stride_bytes_ / 4;
-    q.shadow_sq_ = shadow_ + 2 * q.qid_ * words;
-    q.shadow_cq_ = shadow_ + (2 * q.qid_ + 1) * words;
-    q.event_sq_ = event_idx_ + 2 * q.qid_ * words;
-    q.event_cq_ = event_idx_ + (2 * q.qid_ + 1) * words;
-    *q.shadow_sq_ = *q.shadow_cq_ = *q.event_sq_ = *q.event_cq_ = 0;
-  } else {
-    q.shadow_sq_ = q.shadow_cq_ = q.event_sq_ = q.event_cq_ = nullptr;
-  }
+  q.set_shadow_pointers(shadow_ && info_.shadow_doorbells);
+  // A new queue starts at tail and head 0; stale values would read as a doorbell write.
+  if (q.shadow_sq_) *q.shadow_sq_ = *q.shadow_cq_ = *q.event_sq_ = *q.event_cq_ = 0;
   uint32_t size_field = (q.entries_ - 1) << 16;  // QSIZE, 0's based
   spec::SubmissionEntry cq{};
   cq.opcode = spec::kAdminCreateCq;  // §5.3

@@ -108,6 +108,10 @@ class QueuePairImpl final : public QueuePair {
   QueuePairImpl(ControllerImpl& ctrl, uint16_t qid, uint32_t entries, bool interrupts);
   ~QueuePairImpl();
   Status allocate();                     // queue memory, PRP pages, eventfd
+  // Migration's destination: takes queues and PRP pages the source allocated (their
+  // bytes and the device's view of them moved), with every tracker free; no ring reset.
+  Status adopt(spec::SubmissionEntry* sq, spec::CompletionEntry* cq, std::byte* prp_pages);
+  void set_shadow_pointers(bool enabled);  // §5.8 entries of this queue, not cleared
   void reset_rings();                    // empty queues, phase 1, every tracker free
 
   int submit_rw(uint8_t opcode, uint32_t nsid, const void* buf, uint64_t lba, uint32_t blocks,
@@ -158,6 +162,7 @@ class QueuePairImpl final : public QueuePair {
   uint64_t timeout_cycles_ = 0;
   uint64_t generation_ = 0;     // the controller generation these queues were created in
   bool dead_ = false;           // the controller failed: every submission gets -EIO
+  bool released_ = false;       // migrated away: the memory is not ours to free
   struct Failed {
     IoCallback cb;
     void* ctx;
@@ -180,6 +185,14 @@ class ControllerImpl final : public Controller {
   Status reset() override;
   uint64_t resets() const override { return resets_.load(); }
   bool failed() const override { return failed_.load(); }
+  std::vector<QueuePair*> queue_pairs() const override;
+  Status quiesce(uint32_t timeout_ms) override;
+  void resume() override;
+  Status save_state(std::vector<uint8_t>& out) override;
+  void release_after_migration() override;
+  // Migration's destination: everything of the saved state, checked, then adopted.
+  Status restore_from(std::span<const uint8_t> in);
+  bool quiesced() const { return quiesced_.load(std::memory_order_relaxed); }
 
   // For the queue pairs.
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
@@ -216,7 +229,7 @@ class ControllerImpl final : public Controller {
   uint64_t cap_ = 0;
   uint32_t stride_bytes_ = 4;
 
-  std::mutex admin_mu_;  // the admin queue and every control-path change below
+  mutable std::mutex admin_mu_;  // the admin queue and every control-path change below
   spec::SubmissionEntry* asq_ = nullptr;
   spec::CompletionEntry* acq_ = nullptr;
   uint32_t asq_tail_ = 0, acq_head_ = 0;
@@ -230,6 +243,8 @@ class ControllerImpl final : public Controller {
   std::atomic<uint64_t> generation_{1};
   std::atomic<uint64_t> resets_{0};
   std::atomic<bool> failed_{false};
+  std::atomic<bool> quiesced_{false};  // migration: submissions wait (-EAGAIN)
+  bool released_ = false;              // migrated away: leave the device and memory alone
 };
 
 }  // namespace uvio::nvme

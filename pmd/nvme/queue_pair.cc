@@ -29,9 +29,11 @@ QueuePairImpl::QueuePairImpl(ControllerImpl& ctrl, uint16_t qid, uint32_t entrie
 
 QueuePairImpl::~QueuePairImpl() {
   Memory& mem = ctrl_.memory();
-  if (sq_) mem.free(sq_);
-  if (cq_) mem.free(cq_);
-  if (prp_pages_) mem.free(prp_pages_);
+  if (!released_) {
+    if (sq_) mem.free(sq_);
+    if (cq_) mem.free(cq_);
+    if (prp_pages_) mem.free(prp_pages_);
+  }
   if (event_fd_ >= 0) ::close(event_fd_);
 }
 
@@ -46,28 +48,57 @@ Status QueuePairImpl::allocate() {
   if (!sq_ || !cq_ || !prp_pages_)
     return Status::error(ENOMEM, fmt::format("nvme: queue {} needs {} KiB of DMA memory that is not free (raise -m)",
                                              qid_, (sq_bytes + cq_bytes + prp_bytes) >> 10));
+  UVIO_TRY(adopt(sq_, cq_, prp_pages_));
+  reset_rings();
+  return Status::ok();
+}
+
+Status QueuePairImpl::adopt(spec::SubmissionEntry* sq, spec::CompletionEntry* cq, std::byte* prp_pages) {
+  Memory& mem = ctrl_.memory();
+  sq_ = sq;
+  cq_ = cq;
+  prp_pages_ = prp_pages;
+  size_t sq_bytes = size_t(entries_) << spec::kSqEntryLog2;
+  size_t cq_bytes = size_t(entries_) << spec::kCqEntryLog2;
   sq_iova_ = mem.iova_of(sq_);
   cq_iova_ = mem.iova_of(cq_);
   // Queues are created physically contiguous (CDW11.PC): check the IOVA says so.
-  if (mem.iova_of(reinterpret_cast<std::byte*>(sq_) + sq_bytes - 1) != sq_iova_ + sq_bytes - 1 ||
-      mem.iova_of(reinterpret_cast<std::byte*>(cq_) + cq_bytes - 1) !=
-          cq_iova_ + cq_bytes - 1)
+  if (sq_iova_ == kBadIova || cq_iova_ == kBadIova ||
+      mem.iova_of(reinterpret_cast<std::byte*>(sq_) + sq_bytes - 1) != sq_iova_ + sq_bytes - 1 ||
+      mem.iova_of(reinterpret_cast<std::byte*>(cq_) + cq_bytes - 1) != cq_iova_ + cq_bytes - 1)
     return Status::error(ENOMEM, fmt::format("nvme: queue {} memory is not IOVA-contiguous; use larger pages", qid_));
-  trackers_.resize(entries_ - 1);
+  trackers_.assign(entries_ - 1, Tracker{});
   for (uint32_t i = 0; i < trackers_.size(); ++i) {
     Tracker& t = trackers_[i];
     t.cid = static_cast<uint16_t>(i);
     t.prp_list = reinterpret_cast<uint64_t*>(prp_pages_ + size_t(i) * spec::kPageBytes);
     t.prp_list_iova = mem.iova_of(t.prp_list);
+    t.next_free = i + 1 < trackers_.size() ? static_cast<uint16_t>(i + 1) : kNoTracker;
   }
+  free_head_ = trackers_.empty() ? kNoTracker : 0;
+  outstanding_ = 0;
   failed_.reserve(trackers_.size());
-  if (interrupts_) {
+  if (interrupts_ && event_fd_ < 0) {
     auto fd = make_eventfd();
     if (!fd) return fd.status();
     event_fd_ = *fd;
   }
-  reset_rings();
   return Status::ok();
+}
+
+void QueuePairImpl::set_shadow_pointers(bool enabled) {
+  uint32_t* shadow = ctrl_.shadow_doorbells();
+  uint32_t* events = ctrl_.event_indexes();
+  if (!enabled || !shadow || !events) {
+    shadow_sq_ = shadow_cq_ = event_sq_ = event_cq_ = nullptr;
+    return;
+  }
+  // §5.8: queue y's entries sit where its doorbells sit in BAR0.
+  uint32_t words = ctrl_.doorbell_stride() / 4;
+  shadow_sq_ = shadow + 2 * qid_ * words;
+  shadow_cq_ = shadow + (2 * qid_ + 1) * words;
+  event_sq_ = events + 2 * qid_ * words;
+  event_cq_ = events + (2 * qid_ + 1) * words;
 }
 
 void QueuePairImpl::reset_rings() {
@@ -89,6 +120,7 @@ void QueuePairImpl::reset_rings() {
 QueuePairImpl::Tracker* QueuePairImpl::acquire() {
   if (free_head_ == kNoTracker || (sq_tail_ + 1) % entries_ == sq_head_) return nullptr;
   if (ctrl_.generation() != generation_) return nullptr;
+  if (ctrl_.quiesced()) return nullptr;  // a migration is draining the queue
   Tracker* t = &trackers_[free_head_];
   free_head_ = t->next_free;
   return t;

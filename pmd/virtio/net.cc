@@ -32,6 +32,19 @@ NetPort::NetPort(Memory& mem, std::unique_ptr<Transport> transport, bool use_ctr
     : mem_(mem), transport_(std::move(transport)), use_ctrl_queue_(use_ctrl_queue) {}
 
 NetPort::~NetPort() {
+  if (released_) {
+    for (auto& q : rxq_) {
+      if (q->split) q->split->release_memory();
+      if (q->packed) q->packed->release_memory();
+    }
+    for (auto& q : txq_) {
+      if (q->split) q->split->release_memory();
+      if (q->packed) q->packed->release_memory();
+    }
+    if (ctrl_split_) ctrl_split_->release_memory();
+    if (ctrl_packed_) ctrl_packed_->release_memory();
+    return;
+  }
   stop();
   if (ctrl_buf_) mem_.free(ctrl_buf_);
 }
@@ -454,6 +467,7 @@ uint16_t NetPort::tx_burst_on(Vq& vq, TxQueue& q, Mbuf** pkts, uint16_t n) {
     q.bytes.add(bytes);
   }
   if (refused) q.errors.add(refused);
+  if (sent < n) q.ring_full.add(n - sent);
   return sent;
 }
 
@@ -469,6 +483,7 @@ EthStats NetPort::stats() const {
     s.tx_packets += q->packets.get();
     s.tx_bytes += q->bytes.get();
     s.tx_errors += q->errors.get();
+    s.tx_ring_full += q->ring_full.get();
   }
   return s;
 }
@@ -478,7 +493,7 @@ void NetPort::reset_stats() {
     for (Counter* c : {&q->packets, &q->bytes, &q->errors, &q->nombuf}) c->v.store(0, std::memory_order_relaxed);
   }
   for (auto& q : txq_) {
-    for (Counter* c : {&q->packets, &q->bytes, &q->errors}) c->v.store(0, std::memory_order_relaxed);
+    for (Counter* c : {&q->packets, &q->bytes, &q->errors, &q->ring_full}) c->v.store(0, std::memory_order_relaxed);
   }
 }
 

@@ -45,6 +45,12 @@ class NetPort final : public EthPort {
 
   uint64_t negotiated_features() const { return features_; }
 
+  Status save_state(std::vector<uint8_t>& out) override;
+  void release_after_migration() override;
+  // Migration's destination (EthPort::restore): `transport` opened for restore.
+  static Result<std::unique_ptr<NetPort>> restore(Memory& mem, std::unique_ptr<Transport> transport,
+                                                  std::span<const uint8_t> state);
+
  private:
   // Counters with one writer (the queue's lcore): a relaxed load and store, read anywhere.
   struct Counter {
@@ -69,7 +75,7 @@ class NetPort final : public EthPort {
     // Zeroed virtio_net_hdr per descriptor, for packets whose headroom we cannot use.
     NetHdr* hdrs = nullptr;
     uint64_t hdrs_iova = 0;
-    Counter packets, bytes, errors;
+    Counter packets, bytes, errors, ring_full;
     uint64_t vq_errors_seen = 0;
   };
 
@@ -112,6 +118,7 @@ class NetPort final : public EthPort {
   std::unique_ptr<SplitVirtqueue> ctrl_split_;
   std::unique_ptr<PackedVirtqueue> ctrl_packed_;
   void* ctrl_buf_ = nullptr;
+  bool released_ = false;  // migrated away: the device, rings and mbufs are another port's
 };
 
 }  // namespace uvio::virtio

@@ -14,8 +14,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace uvio::iommu {
 class Device;
@@ -67,6 +69,19 @@ class Transport {
 
   // Device-specific configuration (§4.1.4.6); EOPNOTSUPP when the transport has none.
   virtual Status read_config(uint32_t offset, void* buf, size_t len) = 0;
+
+  // Migration: what the transport knows of a started device that the device does not
+  // tell again (its status bits, each queue's notify offset and interrupt vector), and
+  // taking it back over a device whose own state arrived through migration v2.
+  // ENOTSUP where the transport cannot migrate.
+  virtual Status save_state(std::vector<uint8_t>& out) const {
+    (void)out;
+    return Status::error(ENOTSUP, std::string(name()) + ": this transport cannot migrate");
+  }
+  virtual Status load_state(std::span<const uint8_t> in) {
+    (void)in;
+    return Status::error(ENOTSUP, std::string(name()) + ": this transport cannot migrate");
+  }
 };
 
 inline void Doorbell::ring() const {
@@ -84,10 +99,15 @@ inline void Doorbell::ring() const {
 // Modern virtio PCI (§4.1) over an opened device. MSI-X vector 0 is the configuration
 // change vector; queue q uses vector 1 + q when the device has that many.
 Result<std::unique_ptr<Transport>> open_pci_transport(iommu::Device& device);
+// The same on a migration's destination: finds the structures, maps them and wires the
+// interrupt eventfds, but writes nothing to the device's virtio registers (they arrived
+// with its state); load_state() then supplies what the source's transport knew.
+Result<std::unique_ptr<Transport>> open_pci_transport_for_restore(iommu::Device& device);
 
 // A vhost-user frontend: connects to the backend's socket at `path`, hands it the
-// runtime's memory areas as fd-backed regions. `queue_pairs` virtio-net pairs.
+// runtime's memory areas as fd-backed regions. `queue_pairs` virtio-net pairs; without
+// `packed_ring` the backend's VIRTIO_F_RING_PACKED is not offered to the driver.
 Result<std::unique_ptr<Transport>> open_vhost_user_transport(Memory& mem, std::string_view path,
-                                                             uint16_t queue_pairs);
+                                                             uint16_t queue_pairs, bool packed_ring = true);
 
 }  // namespace uvio::virtio

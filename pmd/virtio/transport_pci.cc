@@ -6,6 +6,7 @@
 #include <uvio/log.h>
 
 #include "iommu/device.h"
+#include "lib/state_io.h"
 #include "pmd/virtio/transport.h"
 
 #include <fmt/format.h>
@@ -109,7 +110,48 @@ class PciTransport final : public Transport {
     for (int fd : irq_fds_) ::close(fd);
   }
 
-  Status init();
+  // restoring: a migration's destination, where the device's registers are its state.
+  Status init(bool restoring);
+
+  Status save_state(std::vector<uint8_t>& out) const override {
+    StateWriter w(out);
+    w.put(num_queues_);
+    w.put(status_bits_);
+    for (uint16_t q = 0; q < num_queues_; q++) {
+      w.put(notify_at_[q]);
+      w.put(queue_vector_[q]);
+    }
+    return Status::ok();
+  }
+
+  Status load_state(std::span<const uint8_t> in) override {
+    StateReader r(in);
+    uint16_t queues = 0;
+    uint8_t status = 0;
+    r.get(&queues);
+    r.get(&status);
+    if (!r.ok() || queues != num_queues_)
+      return Status::error(EINVAL, fmt::format("{}: transport state for {} queues, the device has {}", name(), queues,
+                                               num_queues_));
+    std::vector<uint64_t> notify(queues);
+    std::vector<uint16_t> vectors(queues);
+    for (uint16_t q = 0; q < queues; q++) {
+      r.get(&notify[q]);
+      r.get(&vectors[q]);
+      if (!r.ok()) return Status::error(EINVAL, fmt::format("{}: transport state is truncated", name()));
+      if (notify[q] + 2 > notify_.length() || notify[q] + 2 < notify[q])
+        return Status::error(EINVAL, fmt::format("{}: queue {} notify offset {:#x} lies outside the notify area", name(),
+                                                 q, notify[q]));
+      if (vectors[q] != pci::kNoVector && vectors[q] >= irq_fds_.size())
+        return Status::error(EINVAL, fmt::format("{}: queue {} uses MSI-X vector {} of the {} wired", name(), q,
+                                                 vectors[q], irq_fds_.size()));
+    }
+    if (r.left() != 0) return Status::error(EINVAL, fmt::format("{}: {} bytes after the transport state", name(), r.left()));
+    status_bits_ = status;
+    notify_at_ = std::move(notify);
+    queue_vector_ = std::move(vectors);
+    return Status::ok();
+  }
 
   std::string_view name() const override { return dev_.name(); }
   bool behind_iommu() const override { return true; }
@@ -253,7 +295,7 @@ class PciTransport final : public Transport {
   }
 
  private:
-  Status wire_interrupts();
+  Status wire_interrupts(bool restoring);
 
   iommu::Device& dev_;
   Window common_, notify_, isr_, device_;
@@ -265,7 +307,7 @@ class PciTransport final : public Transport {
   std::vector<int> irq_fds_;
 };
 
-Status PciTransport::init() {
+Status PciTransport::init(bool restoring) {
   auto st = dev_.config_read(kPciStatus, 2);
   if (!st) return st.status();
   if (!(*st & kPciStatusCapList))
@@ -325,10 +367,10 @@ Status PciTransport::init() {
   num_queues_ = *nq;
   notify_at_.assign(num_queues_, 0);
   queue_vector_.assign(num_queues_, pci::kNoVector);
-  return wire_interrupts();
+  return wire_interrupts(restoring);
 }
 
-Status PciTransport::wire_interrupts() {
+Status PciTransport::wire_interrupts(bool restoring) {
   auto info = dev_.irq_info(iommu::kMsixIrq);
   if (!info || info->count == 0) {
     UVIO_LOG(Info, kLog, "{}: no MSI-X, queues run in polling mode only", name());
@@ -346,6 +388,7 @@ Status PciTransport::wire_interrupts() {
     irq_fds_.clear();
     return Status::ok();
   }
+  if (restoring) return Status::ok();  // the configuration vector is part of the device's state
   return common_.write<uint16_t>(pci::kConfigMsixVector, 0);
 }
 
@@ -353,7 +396,13 @@ Status PciTransport::wire_interrupts() {
 
 Result<std::unique_ptr<Transport>> open_pci_transport(iommu::Device& device) {
   auto t = std::make_unique<PciTransport>(device);
-  UVIO_TRY(t->init());
+  UVIO_TRY(t->init(false));
+  return std::unique_ptr<Transport>(std::move(t));
+}
+
+Result<std::unique_ptr<Transport>> open_pci_transport_for_restore(iommu::Device& device) {
+  auto t = std::make_unique<PciTransport>(device);
+  UVIO_TRY(t->init(true));
   return std::unique_ptr<Transport>(std::move(t));
 }
 

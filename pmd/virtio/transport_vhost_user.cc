@@ -19,8 +19,6 @@
 namespace uvio::virtio {
 namespace {
 
-constexpr const char* kLog = "vhost-user";
-
 // Message header: u32 request, u32 flags, u32 payload size.
 enum Request : uint32_t {
   kGetFeatures = 1,
@@ -81,8 +79,9 @@ constexpr uint64_t kUnsupported = feature_bit(kFNetMac) | feature_bit(kFNetStatu
 
 class VhostUserTransport final : public Transport {
  public:
-  VhostUserTransport(Memory& mem, std::string path, uint16_t pairs)
-      : mem_(mem), path_(std::move(path)), queues_(static_cast<uint16_t>(2 * pairs)) {}
+  VhostUserTransport(Memory& mem, std::string path, uint16_t pairs, bool packed_ring)
+      : mem_(mem), path_(std::move(path)), queues_(static_cast<uint16_t>(2 * pairs)),
+        refused_(kUnsupported | (packed_ring ? 0 : feature_bit(kFRingPacked))) {}
   ~VhostUserTransport() override {
     if (sock_ >= 0) ::close(sock_);
     for (int fd : kick_) if (fd >= 0) ::close(fd);
@@ -138,7 +137,7 @@ class VhostUserTransport final : public Transport {
     return Status::ok();
   }
 
-  Result<uint64_t> device_features() override { return backend_features_ & ~kUnsupported; }
+  Result<uint64_t> device_features() override { return backend_features_ & ~refused_; }
 
   Status set_features(uint64_t features) override {
     if (features & ~device_features().value())
@@ -293,6 +292,7 @@ class VhostUserTransport final : public Transport {
   Memory& mem_;
   std::string path_;
   uint16_t queues_;
+  uint64_t refused_;  // features never offered to the driver
   int sock_ = -1;
   uint64_t backend_features_ = 0;
   uint8_t status_ = 0;
@@ -304,10 +304,10 @@ class VhostUserTransport final : public Transport {
 }  // namespace
 
 Result<std::unique_ptr<Transport>> open_vhost_user_transport(Memory& mem, std::string_view path,
-                                                             uint16_t queue_pairs) {
+                                                             uint16_t queue_pairs, bool packed_ring) {
   if (queue_pairs == 0 || queue_pairs > 128)
     return Status::error(EINVAL, fmt::format("vhost-user queues={} must be from 1 to 128", queue_pairs));
-  auto t = std::make_unique<VhostUserTransport>(mem, std::string(path), queue_pairs);
+  auto t = std::make_unique<VhostUserTransport>(mem, std::string(path), queue_pairs, packed_ring);
   UVIO_TRY(t->init());
   return std::unique_ptr<Transport>(std::move(t));
 }

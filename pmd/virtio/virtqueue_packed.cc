@@ -21,28 +21,14 @@ Result<std::unique_ptr<PackedVirtqueue>> PackedVirtqueue::create(Memory& mem, ui
   if (size < 2 || size > kMaxSplitQueueSize || !std::has_single_bit(size))
     return Status::error(EINVAL, "virtqueue size " + std::to_string(size) + " is not a power of two from 2 to 32768");
   std::unique_ptr<PackedVirtqueue> q(new PackedVirtqueue(mem, index, size, event_idx));
-  // §2.8.10: ring 16-byte aligned, event suppression structures 4-byte aligned; each
-  // side's structure on its own cache line.
-  size_t ring_bytes = 16u * size;
-  size_t total = ring_bytes + 128;
+  size_t total = ring_bytes(size);
   void* base = mem.alloc(total, 4096);
   if (!base)
     return Status::error(ENOMEM, "no DMA memory left for a virtqueue of " + std::to_string(size) +
                                      " entries: give the runtime more memory (-m)");
   std::memset(base, 0, total);
   q->ring_mem_ = base;
-  auto* bytes = static_cast<std::byte*>(base);
-  q->ring_ = reinterpret_cast<PackedDesc*>(bytes);
-  q->driver_event_ = reinterpret_cast<uint16_t*>(bytes + ring_bytes);
-  q->device_event_ = reinterpret_cast<uint16_t*>(bytes + ring_bytes + 64);
-  q->layout_.desc_va = q->ring_;
-  q->layout_.avail_va = q->driver_event_;
-  q->layout_.used_va = q->device_event_;
-  q->layout_.desc_iova = mem.iova_of(q->ring_);
-  q->layout_.avail_iova = mem.iova_of(q->driver_event_);
-  q->layout_.used_iova = mem.iova_of(q->device_event_);
-  if (q->layout_.desc_iova == kBadIova || q->layout_.avail_iova == kBadIova || q->layout_.used_iova == kBadIova)
-    return Status::error(EFAULT, "virtqueue memory has no IOVA");
+  UVIO_TRY(q->place(base));
 
   q->free_ids_.resize(size);
   for (uint16_t i = 0; i < size; i++) q->free_ids_[i] = static_cast<uint16_t>(size - 1 - i);
@@ -55,6 +41,25 @@ Result<std::unique_ptr<PackedVirtqueue>> PackedVirtqueue::create(Memory& mem, ui
   q->cache_mask_ = size - 1u;
   q->disarm_interrupt();
   return q;
+}
+
+// §2.8.10: ring 16-byte aligned, event suppression structures 4-byte aligned; each
+// side's structure on its own cache line.
+Status PackedVirtqueue::place(void* base) {
+  size_t ring_bytes = 16u * size_;
+  auto* bytes = static_cast<std::byte*>(base);
+  ring_ = reinterpret_cast<PackedDesc*>(bytes);
+  driver_event_ = reinterpret_cast<uint16_t*>(bytes + ring_bytes);
+  device_event_ = reinterpret_cast<uint16_t*>(bytes + ring_bytes + 64);
+  layout_.desc_va = ring_;
+  layout_.avail_va = driver_event_;
+  layout_.used_va = device_event_;
+  layout_.desc_iova = mem_.iova_of(ring_);
+  layout_.avail_iova = mem_.iova_of(driver_event_);
+  layout_.used_iova = mem_.iova_of(device_event_);
+  if (layout_.desc_iova == kBadIova || layout_.avail_iova == kBadIova || layout_.used_iova == kBadIova)
+    return Status::error(EFAULT, "virtqueue memory has no IOVA");
+  return Status::ok();
 }
 
 bool PackedVirtqueue::arm_interrupt() {

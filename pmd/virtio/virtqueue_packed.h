@@ -113,7 +113,16 @@ class PackedVirtqueue {
       uint16_t flags = std::atomic_ref<uint16_t>(d.flags).load(std::memory_order_acquire);
       bool avail = flags & kPackedDescFAvail, used = flags & kPackedDescFUsed;
       // §2.8.1: used means both bits equal the used wrap counter.
-      if (avail != used || used != scan_wrap_) break;
+      if (avail != used || used != scan_wrap_) {
+        // The driver made this slot available in this lap (AVAIL = wrap, USED = !wrap);
+        // both bits at !wrap is the device writing the previous lap's wrap counter. It
+        // cannot be told apart from an element yet to come: count it, trust no more.
+        if (avail == used) {
+          errors_++;
+          stop_scanning_ = true;
+        }
+        break;
+      }
       Entry& e = cache_[(cache_head_ + cached_) & cache_mask_];
       e.elem = VirtqUsedElem{d.id, d.len};
       e.slots = d.id < size_ ? chain_len_[d.id] : 0;
@@ -174,12 +183,24 @@ class PackedVirtqueue {
 
   uint64_t errors() const { return errors_; }
 
+  // Migration: the private bookkeeping (indexes, free descriptors, cookies) and where
+  // the ring is; the ring itself is runtime memory and moves with it. restore() checks
+  // every field and that each descriptor is free or in exactly one chain; `cookie_ok`
+  // judges each cookie in flight. Nothing in the ring is written.
+  void save_state(StateWriter& w) const;
+  static Result<std::unique_ptr<PackedVirtqueue>> restore(Memory& mem, StateReader& r,
+                                                        const std::function<bool(void*)>& cookie_ok);
+  // The ring memory moved to another queue object: the destructor leaves it alone.
+  void release_memory() { ring_mem_ = nullptr; }
+
  private:
   struct Entry {
     VirtqUsedElem elem;
     uint16_t slots;
   };
   PackedVirtqueue(Memory& mem, uint16_t index, uint16_t size, bool event_idx);
+  static size_t ring_bytes(uint16_t size) { return 16u * size + 128; }
+  Status place(void* base);
   void advance(uint16_t& pos, bool& wrap, uint16_t by) {
     uint32_t p = uint32_t{pos} + by;
     if (p >= size_) {

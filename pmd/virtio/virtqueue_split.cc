@@ -26,40 +26,14 @@ Result<std::unique_ptr<SplitVirtqueue>> SplitVirtqueue::create(Memory& mem, uint
     return Status::error(EINVAL, "virtqueue size " + std::to_string(size) + " is not a power of two from 2 to 32768");
   std::unique_ptr<SplitVirtqueue> q(new SplitVirtqueue(mem, index, size, event_idx));
 
-  // §2.7: descriptor table 16-byte aligned, available ring 2, used ring 4; the used ring
-  // gets its own cache lines so the device's writes do not share lines with ours.
-  size_t desc_bytes = 16u * size;
-  size_t avail_bytes = 6u + 2u * size;
-  size_t used_off = align_up(desc_bytes + avail_bytes, 64);
-  size_t used_bytes = 6u + 8u * size;
-  size_t total = align_up(used_off + used_bytes, 64);
+  size_t total = ring_bytes(size);
   void* base = mem.alloc(total, 4096);
   if (!base)
     return Status::error(ENOMEM, "no DMA memory left for a virtqueue of " + std::to_string(size) +
                                      " entries: give the runtime more memory (-m)");
   std::memset(base, 0, total);
   q->ring_mem_ = base;
-  auto* bytes = static_cast<std::byte*>(base);
-  q->desc_ = reinterpret_cast<VirtqDesc*>(bytes);
-  std::byte* avail = bytes + desc_bytes;
-  std::byte* used = bytes + used_off;
-  q->avail_flags_ = reinterpret_cast<uint16_t*>(avail);
-  q->avail_idx_ = reinterpret_cast<uint16_t*>(avail + 2);
-  q->avail_ring_ = reinterpret_cast<uint16_t*>(avail + 4);
-  q->used_event_ = reinterpret_cast<uint16_t*>(avail + 4 + 2u * size);
-  q->used_flags_ = reinterpret_cast<uint16_t*>(used);
-  q->used_idx_ = reinterpret_cast<uint16_t*>(used + 2);
-  q->used_ring_ = reinterpret_cast<VirtqUsedElem*>(used + 4);
-  q->avail_event_ = reinterpret_cast<uint16_t*>(used + 4 + 8u * size);
-
-  q->layout_.desc_va = q->desc_;
-  q->layout_.avail_va = avail;
-  q->layout_.used_va = used;
-  q->layout_.desc_iova = mem.iova_of(q->desc_);
-  q->layout_.avail_iova = mem.iova_of(avail);
-  q->layout_.used_iova = mem.iova_of(used);
-  if (q->layout_.desc_iova == kBadIova || q->layout_.avail_iova == kBadIova || q->layout_.used_iova == kBadIova)
-    return Status::error(EFAULT, "virtqueue memory has no IOVA");
+  UVIO_TRY(q->place(base));
 
   q->next_.resize(size);
   q->chain_len_.assign(size, 0);
@@ -71,6 +45,41 @@ Result<std::unique_ptr<SplitVirtqueue>> SplitVirtqueue::create(Memory& mem, uint
   // Polling by default: no interrupts until a queue is armed.
   q->disarm_interrupt();
   return q;
+}
+
+// §2.7: descriptor table 16-byte aligned, available ring 2, used ring 4; the used ring
+// gets its own cache lines so the device's writes do not share lines with ours.
+size_t SplitVirtqueue::ring_bytes(uint16_t size) {
+  size_t desc_bytes = 16u * size;
+  size_t avail_bytes = 6u + 2u * size;
+  size_t used_off = align_up(desc_bytes + avail_bytes, 64);
+  return align_up(used_off + 6u + 8u * size, 64);
+}
+
+Status SplitVirtqueue::place(void* base) {
+  size_t desc_bytes = 16u * size_;
+  size_t used_off = align_up(desc_bytes + 6u + 2u * size_, 64);
+  auto* bytes = static_cast<std::byte*>(base);
+  desc_ = reinterpret_cast<VirtqDesc*>(bytes);
+  std::byte* avail = bytes + desc_bytes;
+  std::byte* used = bytes + used_off;
+  avail_flags_ = reinterpret_cast<uint16_t*>(avail);
+  avail_idx_ = reinterpret_cast<uint16_t*>(avail + 2);
+  avail_ring_ = reinterpret_cast<uint16_t*>(avail + 4);
+  used_event_ = reinterpret_cast<uint16_t*>(avail + 4 + 2u * size_);
+  used_flags_ = reinterpret_cast<uint16_t*>(used);
+  used_idx_ = reinterpret_cast<uint16_t*>(used + 2);
+  used_ring_ = reinterpret_cast<VirtqUsedElem*>(used + 4);
+  avail_event_ = reinterpret_cast<uint16_t*>(used + 4 + 8u * size_);
+  layout_.desc_va = desc_;
+  layout_.avail_va = avail;
+  layout_.used_va = used;
+  layout_.desc_iova = mem_.iova_of(desc_);
+  layout_.avail_iova = mem_.iova_of(avail);
+  layout_.used_iova = mem_.iova_of(used);
+  if (layout_.desc_iova == kBadIova || layout_.avail_iova == kBadIova || layout_.used_iova == kBadIova)
+    return Status::error(EFAULT, "virtqueue memory has no IOVA");
+  return Status::ok();
 }
 
 bool SplitVirtqueue::arm_interrupt() {

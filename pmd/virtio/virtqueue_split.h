@@ -11,10 +11,12 @@
 #include <uvio/mem.h>
 #include <uvio/status.h>
 
+#include "lib/state_io.h"
 #include "pmd/virtio/virtio_spec.h"
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -165,8 +167,21 @@ class SplitVirtqueue {
   // that jumped).
   uint64_t errors() const { return errors_; }
 
+  // Migration: the private bookkeeping (indexes, free descriptors, cookies) and where
+  // the ring is; the ring itself is runtime memory and moves with it. restore() checks
+  // every field and that each descriptor is free or in exactly one chain; `cookie_ok`
+  // judges each cookie in flight. Nothing in the ring is written.
+  void save_state(StateWriter& w) const;
+  static Result<std::unique_ptr<SplitVirtqueue>> restore(Memory& mem, StateReader& r,
+                                                        const std::function<bool(void*)>& cookie_ok);
+  // The ring memory moved to another queue object: the destructor leaves it alone.
+  void release_memory() { ring_mem_ = nullptr; }
+
  private:
   SplitVirtqueue(Memory& mem, uint16_t index, uint16_t size, bool event_idx);
+  static size_t ring_bytes(uint16_t size);
+  // Points the shared parts into `base` (ring_bytes(size) of runtime memory).
+  Status place(void* base);
   void free_chain(uint16_t head) {
     uint16_t count = chain_len_[head];
     uint16_t last = head;

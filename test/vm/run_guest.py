@@ -41,6 +41,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 GUEST_INIT = HERE / "guest" / "init.sh"
+# Guest-side checkers (guest/*.sh but init.sh) go to this folder of every guest: a
+# KNOWN_PROGRAMS template runs a program through one when its output needs checking.
+GUEST_SCRIPTS = "/opt/uvio/guest"
 DEFAULT_TEST_KERNEL = REPO.parent / "shared" / "test-kernel" / "bzImage"
 
 RESULT_PASS = "UVIO-VM-RESULT: PASS"
@@ -52,6 +55,12 @@ QEMU_EXIT_PASS = 1
 # is set up), so it is named here; the load order comes from each module's .modinfo.
 DEBIAN_VFIO_MODULES = ["vfio", "vfio_iommu_type1", "vfio_virqfd", "irqbypass",
                        "vfio-pci-core", "vfio-pci"]
+# The e1000e NIC stays with the kernel's own driver when a test needs a kernel network
+# interface (a test moves it there from vfio-pci); ptp and pps_core are its dependencies.
+DEBIAN_NIC_MODULES = ["e1000e"]
+DEBIAN_MODULE_DIRS = ("/kernel/drivers/vfio/", "/kernel/virt/lib/",
+                      "/kernel/drivers/net/ethernet/intel/e1000e/", "/kernel/drivers/ptp/",
+                      "/kernel/drivers/pps/")
 DEBIAN_KERNEL_SERIES = "6.1.0"
 
 
@@ -93,6 +102,15 @@ KNOWN_PROGRAMS = {
     "uvio-vm-vfio-probe": "{bin} --bdf {bdf} --mode {mode} --check-dma-fault",
     "uvio-devinfo": "{bin} {bdf} --vfio-mode={mode}",
     "uvio-iommu-guest-tests": "UVIO_TEST_BDF={nvme} UVIO_TEST_VFIO_MODE={mode} {bin}",
+    "uvio-nvme-perf": f"sh {GUEST_SCRIPTS}/nvme_perf.sh {{bin}} {{nvme}} {{mode}}",
+    "uvio-testpmd": f"sh {GUEST_SCRIPTS}/testpmd_e1000e.sh {{bin}} {{virtio_net}} {{e1000e}} {{mode}}",
+}
+# Known programs that need more than VFIO: the guest kernels and VFIO modes they run
+# on, and why. Elsewhere they are left out of the plan with that reason.
+PROGRAM_NEEDS = {
+    "uvio-testpmd": ({"debian"}, {"group"},
+                     "its frames are received by the guest kernel's e1000e driver, which only "
+                     "Debian's kernel has; the IOMMU is what the run checks, so not noiommu"),
 }
 
 
@@ -266,7 +284,10 @@ def module_load_order(modules: dict, wanted):
 def prepare_debian_kernel(cache_dir: Path) -> Kernel:
     package = newest_debian_kernel_package()
     release = package[len("linux-image-"):]
-    kdir = cache_dir / f"kernel-{release}"
+    # The module set is part of the cache key: a cache made for fewer modules is redone.
+    wanted = DEBIAN_VFIO_MODULES + DEBIAN_NIC_MODULES
+    modules_key = hashlib.sha256(" ".join(wanted).encode()).hexdigest()[:8]
+    kdir = cache_dir / f"kernel-{release}-m{modules_key}"
     stamp = kdir / "complete"
     if not stamp.exists():
         shutil.rmtree(kdir, ignore_errors=True)
@@ -283,7 +304,7 @@ def prepare_debian_kernel(cache_dir: Path) -> Kernel:
         if len(debs) != 1:
             raise HarnessError(f"apt-get download {package} left {len(debs)} .deb files")
         (kdir / "modules").mkdir(parents=True)
-        wanted_dirs = ("/kernel/drivers/vfio/", "/kernel/virt/lib/")
+        wanted_dirs = DEBIAN_MODULE_DIRS
         members = {}
         # Stream the package's data archive and keep only the kernel and the VFIO
         # modules: the unpacked package is several hundred MB.
@@ -310,14 +331,14 @@ def prepare_debian_kernel(cache_dir: Path) -> Kernel:
             elif not path.endswith(".ko"):
                 continue
             modules[modinfo(data).get("name", "").replace("-", "_")] = data
-        lines = module_load_order(modules, DEBIAN_VFIO_MODULES)
+        lines = module_load_order(modules, wanted)
         for name in lines:
             (kdir / "modules" / f"{name}.ko").write_bytes(modules[name])
         (kdir / "modules" / "order").write_text("\n".join(lines) + "\n")
         shutil.rmtree(download)
         stamp.write_text(package + "\n")
     names = (kdir / "modules" / "order").read_text().split()
-    return Kernel("debian", kdir / "vmlinux", release,
+    return Kernel("debian", kdir / "vmlinux", f"{release}-m{modules_key}",
                   [(n, kdir / "modules" / f"{n}.ko") for n in names])
 
 
@@ -455,11 +476,21 @@ def parse_program(spec):
     return binary, template
 
 
-def plan_tests(programs, modes):
+def plan_tests(programs, modes, flavour=None):
     fields = {d.name: d.bdf for d in DEVICES}
     tests = []
     for binary, template in programs:
         modes_here = modes if "{mode}" in template else [None]
+        needs = PROGRAM_NEEDS.get(binary.name)
+        if needs and flavour is not None:
+            kernels, needed_modes, why = needs
+            if flavour not in kernels:
+                log(f"{binary.name}: not run on the {flavour} kernel: {why}")
+                continue
+            modes_here = [m for m in modes_here if m is None or m in needed_modes]
+            if not modes_here:
+                log(f"{binary.name}: not run in VFIO mode {' '.join(modes)}: {why}")
+                continue
         devices_here = DEVICES if "{bdf}" in template else [None]
         for mode in modes_here:
             for dev in devices_here:
@@ -485,6 +516,9 @@ def select_tests(tests, patterns):
 def run_initramfs(kernel: Kernel, programs, tests, args) -> bytes:
     archive = Cpio()
     archive.file("init", GUEST_INIT.read_bytes())
+    for script in sorted((HERE / "guest").glob("*.sh")):
+        if script != GUEST_INIT:
+            archive.file(f"{GUEST_SCRIPTS.lstrip('/')}/{script.name}", script.read_bytes())
     libraries = set()
     for binary, _ in programs:
         archive.file(f"opt/uvio/bin/{binary.name}", binary.read_bytes())
@@ -638,7 +672,7 @@ def main(argv=None):
     try:
         programs = [parse_program(p) for p in args.programs]
         modes = vfio_modes(args)
-        tests = select_tests(plan_tests(programs, modes), [p for p in args.tests.split(",") if p])
+        tests = select_tests(plan_tests(programs, modes, args.kernel), [p for p in args.tests.split(",") if p])
         if args.list:
             for t in tests:
                 print(f"{t.name}: {t.command}")

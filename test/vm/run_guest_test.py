@@ -149,6 +149,25 @@ class PlanTest(unittest.TestCase):
         with self.assertRaises(run_guest.HarnessError):
             run_guest.select_tests(tests, ["nothing-like-this"])
 
+    def test_program_that_needs_a_kernel_runs_only_there(self):
+        testpmd = self.bin.parent / "uvio-testpmd"
+        shutil.copy("/bin/true", testpmd)
+        program = run_guest.parse_program(str(testpmd))
+        self.assertEqual(run_guest.plan_tests([program], ["group", "iommufd"], "iommufd"), [])
+        self.assertEqual(run_guest.plan_tests([program], ["noiommu"], "iommufd"), [])
+        tests = run_guest.plan_tests([program], ["group"], "debian")
+        self.assertEqual([t.name for t in tests], ["uvio-testpmd/group"])
+        self.assertIn("testpmd_e1000e.sh /opt/uvio/bin/uvio-testpmd 0000:00:05.0 0000:00:06.0 group",
+                      tests[0].command)
+
+    def test_guest_scripts_ride_in_every_run_archive(self):
+        kernel = run_guest.Kernel("iommufd", Path("/dev/null"), "x", [])
+        args = type("Args", (), {"noiommu": False, "hugepages": 1, "shell": False})()
+        archive = run_guest.run_initramfs(kernel, [], [], args)
+        raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(archive)  # padding follows
+        for script in ("nvme_perf.sh", "testpmd_e1000e.sh"):
+            self.assertIn(f"opt/uvio/guest/{script}".encode(), raw)
+
     def test_missing_program_is_an_error(self):
         with self.assertRaises(run_guest.HarnessError):
             run_guest.parse_program(str(self.bin.parent / "absent"))

@@ -223,3 +223,31 @@ TEST(NvmeFaults, OffByDefault) {
 
 }  // namespace
 }  // namespace uvio::emu::nvme::test
+
+namespace uvio::emu::nvme::test {
+namespace {
+
+// A flipped bit in namespace data passes every structural check; the checksum finds
+// it, and the device keeps its own data rather than serving the damaged copy.
+TEST(NvmeState, DamagedNamespaceDataIsRefusedByTheChecksum) {
+  NvmeHost a(kArgs);
+  HostQueue qa;
+  prepare(a, &qa);
+  std::vector<uint8_t> good;
+  a.ctrl->save_state(good);
+  NvmeHost b(kArgs);
+  std::vector<uint8_t> before;
+  b.ctrl->save_state(before);
+  std::vector<uint8_t> bad = good;
+  bad[bad.size() - 9] ^= 0x10;  // the last byte of namespace data, before the end marker
+  Status s = b.ctrl->load_state(bad);
+  EXPECT_EQ(s.code(), EINVAL);
+  EXPECT_NE(s.message().find("checksum"), std::string::npos) << s.describe();
+  std::vector<uint8_t> after;
+  b.ctrl->save_state(after);
+  EXPECT_EQ(before, after);
+  EXPECT_TRUE(b.ctrl->load_state(good).is_ok());
+}
+
+}  // namespace
+}  // namespace uvio::emu::nvme::test

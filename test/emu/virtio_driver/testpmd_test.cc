@@ -174,5 +174,31 @@ TEST_F(ForwardTest, TxOnlyGeneratesTheTemplateAndRxOnlyFrees) {
   EXPECT_EQ(tx.sent.size(), 6u);
 }
 
+TEST_F(ForwardTest, TxOnlyStopsAtTheTxCountEvenAfterRefusals) {
+  std::vector<std::byte> tmpl(64);
+  build_udp_template(tmpl.data(), 64, {2, 0, 0, 0, 0, 1}, {2, 0, 0, 0, 0, 2});
+  stream.mode = ForwardMode::TxOnly;
+  stream.tx_template = tmpl.data();
+  stream.tx_len = 64;
+  stream.tx_limit = 13;
+  tx.tx_room = 5;
+  forward_step(stream);  // 8 generated, 5 taken, 3 refused and freed
+  EXPECT_EQ(stream.tx_packets.get(), 5u);
+  tx.tx_room = 1000;
+  forward_step(stream);  // 8 more: 13 sent
+  EXPECT_EQ(stream.tx_packets.get(), 13u);
+  forward_step(stream);  // the limit is reached: nothing is generated
+  EXPECT_EQ(stream.tx_packets.get(), 13u);
+  EXPECT_EQ(stream.generated.get(), 16u);
+  EXPECT_EQ(stream.fwd_drops.get(), 3u);
+  EXPECT_EQ(tx.sent.size(), 13u);
+
+  auto o = parse({"--forward-mode=txonly", "--tx-count=5000"});
+  ASSERT_TRUE(o) << o.status().message();
+  EXPECT_EQ(o->tx_count, 5000u);
+  EXPECT_FALSE(parse({"--tx-count=-1"}));
+  EXPECT_FALSE(parse({"--tx-count"}));
+}
+
 }  // namespace
 }  // namespace uvio::testpmd

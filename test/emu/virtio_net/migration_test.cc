@@ -188,3 +188,40 @@ TEST_F(VirtioNetBadState, StateOfADifferentlyConfiguredPortIsRefused) {
 
 }  // namespace
 }  // namespace uvio::emu::virtio_net::testing
+
+namespace uvio::emu::virtio_net::testing {
+namespace {
+
+// Frames on the wire when the ports stop do not travel: the receiving port's saved
+// rx_drops counts them, so the destination's statistics account for every frame the
+// peer sent. Saving counts without consuming: the source, resumed, still receives them.
+TEST(VirtioNetMigration, FramesLeftOnTheLinkAreCountedAsDroppedByTheReceiver) {
+  TestPort a("queues=1");
+  TestPort b("queues=1");
+  VirtioNetModel::connect(*a.model, *b.model);
+  ASSERT_TRUE(a.bring_up(kFeatures));
+  ASSERT_TRUE(b.bring_up(kFeatures));
+  for (uint32_t seq = 0; seq < 3; seq++) a.send(make_frame(seq, 100));
+  a.model->poll();  // on the wire; B has not looked yet
+  ASSERT_EQ(a.model->counters().tx_packets, 3u);
+  uint64_t drops_before = b.model->counters().rx_drops;
+
+  std::vector<uint8_t> state_b;
+  b.model->save_state(state_b);
+  TestPort a2("queues=1");
+  TestPort b2("queues=1");
+  VirtioNetModel::connect(*a2.model, *b2.model);
+  take_over(b2, snapshot(b));
+  ASSERT_TRUE(b2.model->load_state(state_b).is_ok());
+  EXPECT_EQ(b2.model->counters().rx_drops, drops_before + 3);
+  EXPECT_EQ(b2.model->counters().rx_packets, 0u);
+
+  // The source port was not changed by saving: given buffers, it takes the frames.
+  b.post_rx(3, 256);
+  b.model->poll();
+  EXPECT_EQ(b.model->counters().rx_packets, 3u);
+  EXPECT_EQ(b.model->counters().rx_drops, drops_before);
+}
+
+}  // namespace
+}  // namespace uvio::emu::virtio_net::testing

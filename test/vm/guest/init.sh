@@ -25,6 +25,9 @@ fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "UVIO-VM: FAIL
 
 # isa-debug-exit at port 0xf4 (244): QEMU exits with (code << 1) | 1.
 exit_guest() {
+    # The console is interrupt driven: the result line may still sit in the serial
+    # driver's buffer when echo returns, and the port write ends QEMU at once.
+    sleep 0.5
     if [ "$1" = 0 ]; then
         dd if=/dev/zero of=/dev/port bs=1 seek=244 count=1 2>/dev/null
     else
