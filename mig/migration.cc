@@ -133,6 +133,9 @@ struct Migration::Impl {
   Runtime& rt;
   std::vector<Participant> participants;  // [0] is the runtime's own
 
+  // Set once a control client has read a Completed status: the source exits right after
+  // migrating, and the tool that started it must learn the outcome first.
+  std::atomic<bool> completion_reported{false};
   mutable std::mutex mu;  // everything below
   Progress prog;
   std::thread worker;
@@ -805,6 +808,7 @@ void register_control(R& runtime, const std::shared_ptr<H>& handle) {
                             {"downtime_ms", p.downtime_ms},
                             {"total_ms", p.total_ms},
                             {"message", p.message}};
+        if (p.phase == Phase::Completed) impl.completion_reported.store(true, std::memory_order_release);
         return j.dump();
       });
     });
@@ -868,6 +872,12 @@ void Migration::Impl::cancel(bool quiet) {
 }
 
 Migration::~Migration() {
+  // A source that migrated lingers (at most 2 s) until uvio-migrate, polling the control
+  // socket, has seen the outcome; without a socket nobody can ask.
+  if (migrated() && impl_->rt.control()) {
+    for (int i = 0; i < 200 && !impl_->completion_reported.load(std::memory_order_acquire); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   {
     std::lock_guard lock(impl_->handle->mu);
     impl_->handle->impl = nullptr;
