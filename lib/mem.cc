@@ -26,7 +26,21 @@ constexpr size_t kSmallPage = 4096;
 // IOMMU with 39 address bits (QEMU's VT-d, many real ones), high enough to stay out of
 // the way. When taken (sanitizers reserve this range), the kernel chooses and the DMA
 // space assigns IOVAs instead.
+// The same address in every process, so that a migrated application finds its memory
+// where it left it. AddressSanitizer's shadow covers [2 GiB, 16 TiB) on x86-64, so a
+// sanitized build reserves above it (and below its allocator at 96 TiB).
+#if defined(__SANITIZE_ADDRESS__)
+#define UVIO_ASAN_LAYOUT 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UVIO_ASAN_LAYOUT 1
+#endif
+#endif
+#ifdef UVIO_ASAN_LAYOUT
+constexpr uintptr_t kVaHint = 0x500000000000ull;  // 80 TiB
+#else
 constexpr uintptr_t kVaHint = 0x1000000000ull;  // 64 GiB
+#endif
 constexpr size_t kVaReserve = 256ull << 30;
 
 size_t default_hugepage_size() {

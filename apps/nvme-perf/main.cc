@@ -650,9 +650,6 @@ int main(int argc, char** argv) {
                     double(job.elapsed_ns()) / 1e9, migration->progress().message.c_str(),
                     static_cast<unsigned long>(ios));
         std::fflush(stdout);
-        // uvio-migrate reads the outcome from this process's control socket: keep
-        // answering a little longer than its polling interval.
-        std::this_thread::sleep_for(std::chrono::seconds(1));
         return 0;
       }
       bool done = std::all_of(all.begin(), all.end(), [](Worker* w) { return w->finished.load(std::memory_order_acquire); });

@@ -13,6 +13,7 @@
 #include "apps/testpmd/forward.h"
 #include "apps/testpmd/options.h"
 #include "iommu/device.h"
+#include "iommu/mig_fsm.h"
 #include "lib/state_io.h"
 
 #include <fmt/format.h>
@@ -382,10 +383,6 @@ void Testpmd::leave_after_migration() {
   }
   const mig::Progress pr = migration_->progress();
   std::printf("Migrated: %s\n", pr.message.c_str());
-  // uvio-migrate reads the outcome from this process's control socket: keep answering a
-  // little longer than its polling interval, so that it sees "completed" rather than a
-  // socket gone away.
-  std::this_thread::sleep_for(std::chrono::seconds(1));
 }
 
 void Testpmd::print_stats(bool final) {
@@ -555,6 +552,12 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::printf("Migration received: forwarding goes on from the source's state\n");
+    for (const RuntimeDevice& d : app.runtime->devices()) {
+      auto state = d.device->mig_state();
+      if (!state || *state != iommu::MigState::Running)
+        std::fprintf(stderr, "%s: warning: %s is not RUNNING after the migration (%s)\n", argv[0], d.name.c_str(),
+                     state ? std::string(iommu::mig_state_name(*state)).c_str() : state.status().message().c_str());
+    }
     s = pmd.start_services();
   } else {
     s = pmd.open_ports();
