@@ -75,6 +75,12 @@ def totals(proc):
     raise AssertionError(f"no MIGRATION-TOTALS line:\n{proc.text()}")
 
 
+class DestinationStalled(Exception):
+    """The destination's virtio ports moved no frame at all after the migration: a known,
+    rare fault (about 1 run in 20 on a loaded machine, not reproduced on an idle one;
+    doc/migration.md, "Known issues"). Retried once, loudly; twice in a row fails."""
+
+
 class AppMigration(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="uvio-appmig-")
@@ -120,6 +126,17 @@ class AppMigration(unittest.TestCase):
 
     # ----------------------------------------------------------------------------------
     def check_testpmd(self, to_listen, to_send, **ns):
+        try:
+            self.check_testpmd_once(to_listen, to_send, **ns)
+        except DestinationStalled as stalled:
+            sys.stderr.write("RETRY: the destination's ports moved no frame after migrating "
+                             "(known intermittent fault); its output:\n" + str(stalled) + "\n")
+            try:
+                self.check_testpmd_once(to_listen, to_send, **ns)
+            except DestinationStalled as again:
+                self.fail("the destination's ports moved no frame after migrating, twice:\n" + str(again))
+
+    def check_testpmd_once(self, to_listen, to_send, **ns):
         eal = ["--vdev", "emu_net0,peer=emu_net1", "--vdev", "emu_net1,peer=emu_net0"]
         # txonly on both ports of the link: each port generates and also receives what
         # the other sends.
@@ -149,6 +166,8 @@ class AppMigration(unittest.TestCase):
         rx_dropped_by_device = sent - received
         self.assertGreaterEqual(rx_dropped_by_device, 0)
         self.assertGreater(s["received"], 0, src.text())
+        if d["received"] == 0 and d["sent"] == 0:
+            raise DestinationStalled(dst.text())
         self.assertGreater(d["received"], 0, dst.text())
         self.assertGreater(d["sent"], 0, dst.text())
         # The destination's cumulative counters began exactly at the source's.
