@@ -128,9 +128,19 @@ void LcoreSet::wait_all() {
 
 // --- services ---
 
+namespace {
+// The control-path calls of a ServiceRunner (add, start, pause, resume, stop) come from
+// different threads — main, and a migration's own thread reached through the control
+// socket — and must see each other's changes to the per-lcore table. Those calls are
+// rare; one lock for all runners keeps the header free of it. The lcore loops never take
+// it.
+std::mutex service_control_mu;
+}  // namespace
+
 ServiceRunner::~ServiceRunner() { stop(); }
 
 void ServiceRunner::add(unsigned lcore, std::string name, Step step) {
+  std::lock_guard lock(service_control_mu);
   for (auto& p : per_lcore_) {
     if (p->lcore == lcore) {
       p->services.push_back({std::move(name), std::move(step)});
@@ -144,6 +154,7 @@ void ServiceRunner::add(unsigned lcore, std::string name, Step step) {
 }
 
 Status ServiceRunner::start(LcoreSet& lcores) {
+  std::lock_guard lock(service_control_mu);
   lcores_ = &lcores;
   stop_requested_.store(false);
   for (auto& p : per_lcore_) {
@@ -172,25 +183,32 @@ int ServiceRunner::loop(PerLcore& me) {
 }
 
 void ServiceRunner::pause() {
+  std::lock_guard lock(service_control_mu);
   pause_requested_.store(true, std::memory_order_release);
+  if (!lcores_) return;  // no loop runs: nothing to wait for (they park as they start)
   for (auto& p : per_lcore_)
     while (!p->parked.load(std::memory_order_acquire)) std::this_thread::yield();
 }
 
 void ServiceRunner::resume() {
+  std::lock_guard lock(service_control_mu);
   pause_requested_.store(false, std::memory_order_release);
   resume_generation_.fetch_add(1, std::memory_order_acq_rel);
+  if (!lcores_) return;
   for (auto& p : per_lcore_)
     while (p->parked.load(std::memory_order_acquire)) std::this_thread::yield();
 }
 
 void ServiceRunner::stop() {
+  std::lock_guard lock(service_control_mu);
   if (!lcores_) return;
   stop_requested_.store(true, std::memory_order_release);
   for (auto& p : per_lcore_) lcores_->wait(p->lcore);
   lcores_ = nullptr;
 }
 
+// Without the lock: a service step may call it, and pause() holds the lock while it
+// waits for the steps to finish.
 uint64_t ServiceRunner::iterations(unsigned lcore) const {
   for (auto& p : per_lcore_)
     if (p->lcore == lcore) return p->iterations.load(std::memory_order_relaxed);
