@@ -8,11 +8,13 @@
 
 #include "iommu/device.h"
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace uvio::emu {
@@ -29,6 +31,39 @@ class DmaAccess {
   // reach directly, else nullptr. Writes through it must be reported with mark_dirty.
   virtual std::byte* translate(uint64_t iova, size_t len) = 0;
   virtual void mark_dirty(uint64_t iova, size_t len) = 0;
+  // Whether [iova, iova + len) lies in one mapping the device may write.
+  virtual bool writable(uint64_t iova, size_t len) { return translate(iova, len) != nullptr; }
+
+  // Ring indexes, descriptor flags, doorbell shadows and phase words, which the driver
+  // writes or reads while the device runs: one naturally aligned access of the whole
+  // value (acquire on load, release on store). read()/write() copy, and a copy may be
+  // seen half done (byte by byte under some sanitizers): an index read half-updated
+  // looks like garbage. False outside the mappings, misaligned, or not writable.
+  template <class T>
+  bool load_shared(uint64_t iova, T* out) {
+    T* p = shared_word<T>(iova);
+    if (!p) return false;
+    *out = std::atomic_ref<T>(*p).load(std::memory_order_acquire);
+    return true;
+  }
+  template <class T>
+  bool store_shared(uint64_t iova, T value) {
+    T* p = shared_word<T>(iova);
+    if (!p || !writable(iova, sizeof(T))) return false;
+    std::atomic_ref<T>(*p).store(value, std::memory_order_release);
+    mark_dirty(iova, sizeof(T));
+    return true;
+  }
+
+ private:
+  template <class T>
+  T* shared_word(uint64_t iova) {
+    static_assert(std::is_same_v<T, uint16_t> || std::is_same_v<T, uint32_t>);
+    if (iova % sizeof(T) != 0) return nullptr;
+    std::byte* p = translate(iova, sizeof(T));
+    if (!p || reinterpret_cast<uintptr_t>(p) % sizeof(T) != 0) return nullptr;
+    return reinterpret_cast<T*>(p);
+  }
 };
 
 // Interrupt delivery to the client (MSI-X vectors wired to its eventfds with SET_IRQS).

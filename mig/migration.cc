@@ -756,6 +756,9 @@ Status Migration::Impl::receive() {
 // "migrate.send", "migrate.status", "migrate.cancel" on the runtime's control socket.
 // The handlers reach the engine through `handle`: the socket may outlive it. A template,
 // so that a runtime without a control socket (none configured) costs nothing here.
+constexpr const char* kMigrationGone =
+    "the application is shutting down (its run ended); an unfinished migration was cancelled";
+
 template <class R, class H>
 void register_control(R& runtime, const std::shared_ptr<H>& handle) {
   if constexpr (requires { runtime.control(); }) {
@@ -765,9 +768,9 @@ void register_control(R& runtime, const std::shared_ptr<H>& handle) {
     std::weak_ptr<H> weak = handle;
     auto with_impl = [weak](auto fn) -> Result<std::string> {
       auto h = weak.lock();
-      if (!h) return Status::error(ESHUTDOWN, "migration is gone");
+      if (!h) return Status::error(ESHUTDOWN, kMigrationGone);
       std::lock_guard lock(h->mu);
-      if (!h->impl) return Status::error(ESHUTDOWN, "migration is gone");
+      if (!h->impl) return Status::error(ESHUTDOWN, kMigrationGone);
       return fn(*h->impl);
     };
     control.add("migrate.send", "live-migrate this process: to, max_downtime_ms, max_passes, force, token",

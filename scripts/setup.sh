@@ -7,7 +7,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(build-essential meson ninja-build pkg-config libhwloc-dev libgtest-dev libgmock-dev libbenchmark-dev
           nlohmann-json3-dev libfmt-dev liburing-dev dpdk dpdk-dev libdpdk-dev
-          qemu-system-x86 busybox-static cpio clang iproute2)
+          qemu-system-x86 busybox-static cpio clang iproute2 gdb)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -401,6 +401,10 @@ void Testpmd::print_stats(bool final) {
                 st.tx_bytes, st.tx_errors, drops);
     rx_total += st.rx_packets;
     tx_total += st.tx_packets;
+    // A source that migrated no longer owns its devices: only the destination asks.
+    if (!(migration_ && migration_->migrated()) && ports_[p].eth->link().needs_reset)
+      std::printf("  Port %zu (%s): the device reported an error and stopped processing its queues (it needs "
+                  "a reset)\n", p, ports_[p].name.c_str());
   }
   for (auto& s : streams_) {
     generated += s->generated.get();

@@ -293,7 +293,7 @@ bool NvmeController::read_new_doorbell(uint32_t index, uint32_t* last_doorbell, 
     // A driver that uses the shadow writes it on every update and the register only
     // sometimes, so a changed shadow is the newest value; a driver that keeps a queue on
     // the register alone (Linux and SPDK do for the admin queue) never changes its shadow.
-    if (dma_->read(st_.shadow_doorbells + 4ull * index, &shadow, sizeof(shadow)) && shadow != *last_shadow) {
+    if (dma_->load_shared(st_.shadow_doorbells + 4ull * index, &shadow) && shadow != *last_shadow) {
       *last_shadow = shadow;
       *out = shadow;
       changed = true;
@@ -307,7 +307,7 @@ bool NvmeController::read_new_doorbell(uint32_t index, uint32_t* last_doorbell, 
 // consumed, which no update can pass.
 void NvmeController::write_event_index(uint32_t index, uint32_t value, uint32_t* last) {
   if (!st_.event_indexes || value == *last) return;
-  if (dma_->write(st_.event_indexes + 4ull * index, &value, sizeof(value))) *last = value;
+  if (dma_->store_shared(st_.event_indexes + 4ull * index, value)) *last = value;
 }
 
 void NvmeController::refresh_sq_tail(uint16_t qid) {
@@ -416,7 +416,9 @@ bool NvmeController::post_completion(uint16_t cqid, uint16_t sqid, uint16_t cid,
   bool phase = cq.phase != stale_phase;
   e.status = static_cast<uint16_t>(status.field << 1 | (phase ? 1 : 0));
   uint64_t addr = cq.base + (uint64_t(cq.tail) << kCqEntryShift);
-  if (!dma_->write(addr, &e, 12) || !dma_->write(addr + 12, reinterpret_cast<const uint8_t*>(&e) + 12, 4)) {
+  uint32_t dw3 = 0;
+  std::memcpy(&dw3, reinterpret_cast<const uint8_t*>(&e) + 12, sizeof(dw3));
+  if (!dma_->write(addr, &e, 12) || !dma_->store_shared(addr + 12, dw3)) {
     fatal("a completion queue entry cannot be written to host memory");
     return false;
   }

@@ -47,6 +47,7 @@ bool parse_faults(std::string_view text, uint32_t* out) {
     else if (name == "config-change") faults |= kFaultConfigChange;
     else if (name == "stall") faults |= kFaultStall;
     else if (name == "used-wrap") faults |= kFaultUsedWrap;
+    else if (name == "device-error") faults |= kFaultDeviceError;
     else return false;
     text = plus == std::string_view::npos ? std::string_view() : text.substr(plus + 1);
   }
@@ -87,7 +88,7 @@ Status apply_option(Options& options, std::string_view key, std::string_view val
   } else if (key == "faults") {
     if (!parse_faults(value, &options.faults))
       return bad(key, value,
-                 "fault names joined by '+': used-id-range, used-id-repeat, used-len, used-wrap, config-change, stall");
+                 "fault names joined by '+': used-id-range, used-id-repeat, used-len, used-wrap, config-change, device-error, stall");
   } else {
     return Status::error(EINVAL, fmt::format("virtio-net: unknown option '{}' (known: queues, mac, mtu, queue_size, "
                                              "loopback, peer, event_idx, indirect, packed, faults)", key));

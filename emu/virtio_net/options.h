@@ -20,6 +20,9 @@
 //                     used-wrap       packed rings: the next used descriptor carries
 //                                     the previous lap's wrap counter (a phase that
 //                                     flipped twice); split rings ignore it
+//                     device-error    the next transmit request fails the device as
+//                                     an internal error would: DEVICE_NEEDS_RESET, and
+//                                     no queue is served until the driver resets it
 //                     stall           from then on the data queues are not served
 //                                     (until the next reset): notifications go
 //                                     unanswered and no used element comes back
@@ -44,6 +47,8 @@ enum Fault : uint32_t {
   kFaultConfigChange = 1u << 3,
   kFaultStall = 1u << 4,
   kFaultUsedWrap = 1u << 5,
+  kFaultDeviceError = 1u << 6,
+  kAllFaults = (1u << 7) - 1,
 };
 
 struct Options {

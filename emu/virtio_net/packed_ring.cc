@@ -9,8 +9,7 @@ namespace uvio::emu::virtio_net {
 
 bool Virtqueue::packed_available(DmaAccess& dma, uint16_t index, bool wrap, bool* available) {
   uint16_t flags = 0;
-  if (!dma.read(desc_addr + uint64_t{index} * sizeof(spec::PackedDesc) + spec::kPackedDescFlagsOffset, &flags,
-                sizeof(flags)))
+  if (!dma.load_shared(desc_addr + uint64_t{index} * sizeof(spec::PackedDesc) + spec::kPackedDescFlagsOffset, &flags))
     return false;
   // §2.8.1: available when AVAIL matches the wrap counter and USED does not.
   bool avail = flags & spec::kPackedDescFAvail;
@@ -25,9 +24,9 @@ Pop Virtqueue::pop_packed(DmaAccess& dma, bool indirect_allowed, Chain& chain, c
     *why = "descriptor ring is outside the driver's DMA mappings";
     return Pop::kError;
   }
+  // The descriptor's other fields are read after the flags that publish it (§2.8.21):
+  // the flags' load acquired.
   if (!available) return Pop::kEmpty;
-  // The descriptor's other fields are read after the flags that publish it (§2.8.21).
-  guest_fence(std::memory_order_acquire);
 
   uint16_t index = last_avail_idx;
   bool wrap = avail_wrap;
@@ -77,8 +76,8 @@ bool Virtqueue::push_used_packed(DmaAccess& dma, uint32_t id, uint32_t len, uint
   stale_wrap_once = false;
   uint16_t flags = wrap ? (spec::kPackedDescFAvail | spec::kPackedDescFUsed) : 0;
   if (len > 0) flags |= spec::kDescFWrite;
-  guest_fence(std::memory_order_release);
-  if (!dma.write(at + spec::kPackedDescFlagsOffset, &flags, sizeof(flags))) return false;
+  // The store releases id and len with the flags that hand the descriptor over.
+  if (!dma.store_shared(at + spec::kPackedDescFlagsOffset, flags)) return false;
   uint16_t step = ring_slots == 0 ? 1 : ring_slots;
   uint32_t next = uint32_t{used_idx} + step;
   if (next >= size) {
@@ -95,7 +94,8 @@ bool Virtqueue::should_interrupt_packed(DmaAccess& dma, bool event_idx) {
   unsignalled = 0;
   guest_fence(std::memory_order_seq_cst);
   uint16_t driver_event[2] = {};  // desc (offset | wrap << 15), flags
-  if (!dma.read(avail_addr, driver_event, sizeof(driver_event))) return true;
+  if (!dma.load_shared(avail_addr + 2, &driver_event[1]) || !dma.load_shared(avail_addr, &driver_event[0]))
+    return true;
   uint16_t flags = driver_event[1] & 3;
   if (flags == spec::kEventFlagDisable) return false;
   if (flags != spec::kEventFlagDesc || !event_idx) return true;

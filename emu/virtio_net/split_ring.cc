@@ -9,7 +9,7 @@ namespace uvio::emu::virtio_net {
 Pop Virtqueue::pop_split(DmaAccess& dma, bool indirect_allowed, Chain& chain, const char** why) {
   if (last_avail_idx == shadow_avail_idx_) {
     uint16_t avail_idx = 0;
-    if (!dma.read(avail_addr + spec::kAvailIdxOffset, &avail_idx, sizeof(avail_idx))) {
+    if (!dma.load_shared(avail_addr + spec::kAvailIdxOffset, &avail_idx)) {
       *why = "available ring index is outside the driver's DMA mappings";
       return Pop::kError;
     }
@@ -18,9 +18,8 @@ Pop Virtqueue::pop_split(DmaAccess& dma, bool indirect_allowed, Chain& chain, co
       return Pop::kError;
     }
     if (avail_idx == last_avail_idx) return Pop::kEmpty;
+    // Ring entries written before idx are read after it (§2.7.13.3): the load acquired.
     shadow_avail_idx_ = avail_idx;
-    // Ring entries written before idx are read after it (§2.7.13.3).
-    guest_fence(std::memory_order_acquire);
   }
 
   uint16_t head = 0;
@@ -78,9 +77,9 @@ bool Virtqueue::push_used_split(DmaAccess& dma, uint32_t id, uint32_t len) {
 }
 
 bool Virtqueue::publish_used_split(DmaAccess& dma) {
-  // The elements must be visible before the index that exposes them (§2.7.8.2).
-  guest_fence(std::memory_order_release);
-  return dma.write(used_addr + spec::kUsedIdxOffset, &used_idx, sizeof(used_idx));
+  // The elements must be visible before the index that exposes them (§2.7.8.2): the
+  // store releases them.
+  return dma.store_shared(used_addr + spec::kUsedIdxOffset, used_idx);
 }
 
 bool Virtqueue::should_interrupt_split(DmaAccess& dma, bool event_idx) {
@@ -90,23 +89,25 @@ bool Virtqueue::should_interrupt_split(DmaAccess& dma, bool event_idx) {
   guest_fence(std::memory_order_seq_cst);
   if (event_idx) {
     uint16_t used_event = 0;
-    if (!dma.read(avail_addr + spec::kAvailRingOffset + 2ull * size, &used_event, sizeof(used_event)))
-      return true;
+    if (!dma.load_shared(avail_addr + spec::kAvailRingOffset + 2ull * size, &used_event)) return true;
     return spec::need_event(used_event, used_idx, old_idx);
   }
   uint16_t flags = 0;
-  if (!dma.read(avail_addr, &flags, sizeof(flags))) return true;
+  if (!dma.load_shared(avail_addr, &flags)) return true;
   return !(flags & spec::kAvailFNoInterrupt);
 }
 
 bool Virtqueue::arm_notification_split(DmaAccess& dma, bool event_idx) {
   if (event_idx) {
     uint64_t avail_event = used_addr + spec::kUsedRingOffset + spec::kUsedElemSize * size;
-    if (!dma.write(avail_event, &last_avail_idx, sizeof(last_avail_idx))) return false;
+    if (!dma.store_shared(avail_event, last_avail_idx)) return false;
   }
+  // The event written above must be visible before the index is read again: the driver
+  // does the mirror image (index stored, then the event read), so one of the two sides
+  // sees the other's update and no kick is lost.
   guest_fence(std::memory_order_seq_cst);
   uint16_t avail_idx = 0;
-  if (!dma.read(avail_addr + spec::kAvailIdxOffset, &avail_idx, sizeof(avail_idx))) return false;
+  if (!dma.load_shared(avail_addr + spec::kAvailIdxOffset, &avail_idx)) return false;
   return avail_idx != last_avail_idx;
 }
 

@@ -482,8 +482,9 @@ size_t VirtioNetModel::service_tx(uint16_t pair) {
     }
     Pop got = q.pop(*dma_, has(spec::kFIndirectDesc), chain_, &why);
     if (got == Pop::kEmpty) break;
-    if (got == Pop::kError) {
-      device_error(why, false);
+    if (got == Pop::kError || (faults_armed_ & kFaultDeviceError)) {
+      faults_armed_ &= ~kFaultDeviceError;
+      device_error(got == Pop::kError ? why : "injected fault: device-error", false);
       return done;
     }
     done++;

@@ -180,7 +180,7 @@ Status VirtioNetModel::load_state(std::span<const uint8_t> in) {
   if (curr_pairs < 1 || curr_pairs > options_.queue_pairs)
     return refuse(fmt::format("{} active queue pairs, the port has {}", curr_pairs, options_.queue_pairs));
   if (mac[0] & 1) return refuse("the MAC address is a multicast address");
-  if (faults & ~uint32_t{0xF}) return refuse("unknown fault bits");
+  if (faults & ~uint32_t{kAllFaults}) return refuse("unknown fault bits");
 
   std::array<uint64_t, 8> counters{};
   for (auto& v : counters)

@@ -50,6 +50,9 @@ struct EthStats {
 struct EthLink {
   bool up = false;
   uint16_t mtu = 0;
+  // The device reported an internal error and stopped processing its queues (virtio
+  // DEVICE_NEEDS_RESET): only stopping and starting the port brings it back.
+  bool needs_reset = false;
 };
 
 class EthPort {

@@ -506,6 +506,10 @@ EthLink NetPort::link() {
     if (!transport_->read_config(netcfg::kStatus, &status, sizeof(status))) return EthLink{false, mtu_};
     l.up = status & kNetSLinkUp;
   }
+  if (auto device_status = transport_->status(); device_status && (*device_status & kStatusNeedsReset)) {
+    l.needs_reset = true;
+    l.up = false;
+  }
   return l;
 }
 

@@ -50,11 +50,24 @@ class Proc:
         try:
             rc = self.p.wait(timeout)
         except subprocess.TimeoutExpired:
+            stacks = self.stacks()
             self.kill()
-            raise AssertionError(f"{self.name} did not finish in {timeout}s:\n{self.text()}")
+            raise AssertionError(f"{self.name} did not finish in {timeout}s:\n{self.text()}\n{stacks}")
         self.t.join(5)
         self.p.stdout.close()
         return rc
+
+    def stacks(self):
+        """Every thread's backtrace of a process that hangs, when gdb is at hand."""
+        gdb = shutil.which("gdb")
+        if not gdb:
+            return "(no gdb: no backtraces)"
+        try:
+            r = subprocess.run([gdb, "-p", str(self.p.pid), "-batch", "-nx", "-ex", "thread apply all bt 30"],
+                               capture_output=True, text=True, timeout=60)
+            return f"--- {self.name}: threads\n{r.stdout}{r.stderr[-2000:]}"
+        except subprocess.TimeoutExpired:
+            return "(gdb did not answer within 60 s)"
 
     def kill(self):
         if self.p.poll() is None:
@@ -73,12 +86,6 @@ def totals(proc):
         if line.startswith("MIGRATION-TOTALS "):
             return {k: (int(v) if v.isdigit() else v) for k, v in (f.split("=", 1) for f in line.split()[1:])}
     raise AssertionError(f"no MIGRATION-TOTALS line:\n{proc.text()}")
-
-
-class DestinationStalled(Exception):
-    """The destination's virtio ports moved no frame at all after the migration: a known,
-    rare fault (about 1 run in 20 on a loaded machine, not reproduced on an idle one;
-    doc/migration.md, "Known issues"). Retried once, loudly; twice in a row fails."""
 
 
 class AppMigration(unittest.TestCase):
@@ -126,17 +133,6 @@ class AppMigration(unittest.TestCase):
 
     # ----------------------------------------------------------------------------------
     def check_testpmd(self, to_listen, to_send, **ns):
-        try:
-            self.check_testpmd_once(to_listen, to_send, **ns)
-        except DestinationStalled as stalled:
-            sys.stderr.write("RETRY: the destination's ports moved no frame after migrating "
-                             "(known intermittent fault); its output:\n" + str(stalled) + "\n")
-            try:
-                self.check_testpmd_once(to_listen, to_send, **ns)
-            except DestinationStalled as again:
-                self.fail("the destination's ports moved no frame after migrating, twice:\n" + str(again))
-
-    def check_testpmd_once(self, to_listen, to_send, **ns):
         eal = ["--vdev", "emu_net0,peer=emu_net1", "--vdev", "emu_net1,peer=emu_net0"]
         # txonly on both ports of the link: each port generates and also receives what
         # the other sends.
@@ -166,10 +162,13 @@ class AppMigration(unittest.TestCase):
         rx_dropped_by_device = sent - received
         self.assertGreaterEqual(rx_dropped_by_device, 0)
         self.assertGreater(s["received"], 0, src.text())
-        if d["received"] == 0 and d["sent"] == 0:
-            raise DestinationStalled(dst.text())
-        self.assertGreater(d["received"], 0, dst.text())
-        self.assertGreater(d["sent"], 0, dst.text())
+        # No device failed on either side (a failed device would carry its
+        # DEVICE_NEEDS_RESET across and the destination would move nothing).
+        for p in (src, dst):
+            self.assertFalse(p.has("device error"), src.text() + dst.text())
+            self.assertFalse(p.has("needs a reset"), src.text() + dst.text())
+        self.assertGreater(d["received"], 0, src.text() + dst.text())
+        self.assertGreater(d["sent"], 0, src.text() + dst.text())
         # The destination's cumulative counters began exactly at the source's.
         m = re.search(r"Accounting: generated (\d+) = sent (\d+)", "".join(dst.out))
         self.assertIsNotNone(m, dst.text())
@@ -177,7 +176,10 @@ class AppMigration(unittest.TestCase):
 
     def check_nvme_perf(self, to_listen, to_send, **ns):
         eal = ["--vdev", "emu_nvme0,size=16M"]
-        args = ["-w", "rw", "--verify", "-t", "4", "-s", str(4 << 20), "-q", "8"]
+        # Ten seconds: the migration begins after the first and must complete before the
+        # run ends, also under ThreadSanitizer on a loaded machine (pass 0 alone then
+        # takes seconds); the destination finishes the run.
+        args = ["-w", "rw", "--verify", "-t", "10", "-s", str(4 << 20), "-q", "8"]
         src, dst = self.migrate(NVME_PERF, eal, args, to_listen, to_send, "[  1s]", **ns)
         self.assertTrue(src.has("migrated after"), src.text())
         self.assertFalse(src.has("read-back"), src.text())

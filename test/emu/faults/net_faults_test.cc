@@ -188,6 +188,36 @@ TEST_P(VirtioNetHostileDevice, DeviceThatStopsConsumingKeepsEveryMbuf) {
   t.expect_pools_whole();
 }
 
+// faults=device-error on port 0: its first transmit request fails the device
+// (DEVICE_NEEDS_RESET). The port reports it through link(), the other port does not,
+// and stopping the port still gives every buffer back, the one the device dropped
+// mid-request included.
+TEST_P(VirtioNetHostileDevice, DeviceErrorShowsInLinkAndLosesNoMbuf) {
+  vn::Options failing;
+  failing.faults = vn::kFaultDeviceError;
+  LinkedPorts t(failing, {}, packed());
+  ASSERT_TRUE(t.ready);
+  ASSERT_TRUE(t.start_both());
+  EXPECT_FALSE(t.ports[0].eth->link().needs_reset);
+  EXPECT_TRUE(t.ports[0].eth->link().up);
+  ASSERT_EQ(t.offer(0, 4), 4u);
+  ASSERT_TRUE([&] {
+    auto deadline = Clock::now() + kPatience;
+    while (!t.ports[0].eth->link().needs_reset) {
+      if (Clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return true;
+  }());
+  EthLink failed = t.ports[0].eth->link();
+  EXPECT_FALSE(failed.up);
+  EXPECT_EQ(t.counters(0).tx_errors, 1u);
+  EXPECT_EQ(t.counters(0).tx_packets, 0u);
+  EXPECT_FALSE(t.ports[1].eth->link().needs_reset);
+  EXPECT_TRUE(t.ports[1].eth->link().up);
+  t.expect_pools_whole();
+}
+
 // faults=used-wrap on the receiver: its first used descriptor carries the previous lap's
 // wrap counter (AVAIL = USED = !wrap). On a packed ring the driver counts it and takes
 // nothing from that ring any more; a split ring has no wrap counter and ignores it.
