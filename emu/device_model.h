@@ -31,8 +31,8 @@ class DmaAccess {
   // reach directly, else nullptr. Writes through it must be reported with mark_dirty.
   virtual std::byte* translate(uint64_t iova, size_t len) = 0;
   virtual void mark_dirty(uint64_t iova, size_t len) = 0;
-  // Whether [iova, iova + len) lies in one mapping the device may write.
-  virtual bool writable(uint64_t iova, size_t len) { return translate(iova, len) != nullptr; }
+  // translate(), for a range the device may also write: nullptr when it may not.
+  virtual std::byte* translate_writable(uint64_t iova, size_t len) { return translate(iova, len); }
 
   // Ring indexes, descriptor flags, doorbell shadows and phase words, which the driver
   // writes or reads while the device runs: one naturally aligned access of the whole
@@ -41,15 +41,15 @@ class DmaAccess {
   // looks like garbage. False outside the mappings, misaligned, or not writable.
   template <class T>
   bool load_shared(uint64_t iova, T* out) {
-    T* p = shared_word<T>(iova);
+    T* p = shared_word<T>(iova, false);
     if (!p) return false;
     *out = std::atomic_ref<T>(*p).load(std::memory_order_acquire);
     return true;
   }
   template <class T>
   bool store_shared(uint64_t iova, T value) {
-    T* p = shared_word<T>(iova);
-    if (!p || !writable(iova, sizeof(T))) return false;
+    T* p = shared_word<T>(iova, true);
+    if (!p) return false;
     std::atomic_ref<T>(*p).store(value, std::memory_order_release);
     mark_dirty(iova, sizeof(T));
     return true;
@@ -57,10 +57,10 @@ class DmaAccess {
 
  private:
   template <class T>
-  T* shared_word(uint64_t iova) {
+  T* shared_word(uint64_t iova, bool write) {
     static_assert(std::is_same_v<T, uint16_t> || std::is_same_v<T, uint32_t>);
     if (iova % sizeof(T) != 0) return nullptr;
-    std::byte* p = translate(iova, sizeof(T));
+    std::byte* p = write ? translate_writable(iova, sizeof(T)) : translate(iova, sizeof(T));
     if (!p || reinterpret_cast<uintptr_t>(p) % sizeof(T) != 0) return nullptr;
     return reinterpret_cast<T*>(p);
   }

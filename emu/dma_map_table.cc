@@ -147,10 +147,11 @@ std::byte* DmaMapTable::translate(uint64_t iova, size_t len) {
   return m->va + off;
 }
 
-bool DmaMapTable::writable(uint64_t iova, size_t len) {
+std::byte* DmaMapTable::translate_writable(uint64_t iova, size_t len) {
   uint64_t off;
   const Mapping* m = find(iova, &off);
-  return m && m->va && m->writable && len > 0 && len <= m->size - off;
+  if (!m || !m->va || !m->writable || len == 0 || len > m->size - off) return nullptr;
+  return m->va + off;
 }
 
 void DmaMapTable::mark_dirty(uint64_t iova, size_t len) { log_.mark(iova, len); }

@@ -42,7 +42,7 @@ class DmaMapTable final : public DmaAccess {
   bool write(uint64_t iova, const void* src, size_t len) override;
   std::byte* translate(uint64_t iova, size_t len) override;
   void mark_dirty(uint64_t iova, size_t len) override;
-  bool writable(uint64_t iova, size_t len) override;
+  std::byte* translate_writable(uint64_t iova, size_t len) override;
 
  private:
   struct Mapping {

@@ -208,6 +208,18 @@ std::string reply_error(const json& j) {
   return why;
 }
 
+// The reply to `req` when the process answered and accepted it; otherwise says why on
+// stderr (after `failing`, when given) and returns nothing.
+std::optional<json> accepted(const Options& o, const json& req, const char* failing = nullptr) {
+  auto r = request(o, req);
+  if (!r) return std::nullopt;
+  if (!reply_ok(*r)) {
+    std::fprintf(stderr, "uvio-migrate: %s%s\n", failing ? failing : "", reply_error(*r).c_str());
+    return std::nullopt;
+  }
+  return r;
+}
+
 std::string bytes_text(double b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
@@ -243,12 +255,8 @@ std::string progress_line(const json& s) {
 bool terminal_phase(const std::string& p) { return p == "completed" || p == "failed" || p == "cancelled"; }
 
 int cmd_status(const Options& o) {
-  auto r = request(o, {{"cmd", "migrate.status"}});
+  auto r = accepted(o, {{"cmd", "migrate.status"}});
   if (!r) return 1;
-  if (!reply_ok(*r)) {
-    std::fprintf(stderr, "uvio-migrate: %s\n", reply_error(*r).c_str());
-    return 1;
-  }
   if (o.json_output) {
     std::printf("%s\n", r->dump().c_str());
     return 0;
@@ -280,12 +288,8 @@ int cmd_send(const Options& o) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
 
-  auto r = request(o, req);
+  auto r = accepted(o, req, "cannot start the migration: ");
   if (!r) return 1;
-  if (!reply_ok(*r)) {
-    std::fprintf(stderr, "uvio-migrate: cannot start the migration: %s\n", reply_error(*r).c_str());
-    return 1;
-  }
   const bool tty = ::isatty(STDOUT_FILENO);
   bool cancel_sent = false;
   std::string last_phase;
@@ -354,23 +358,15 @@ int cmd_send(const Options& o) {
 }
 
 int cmd_cancel(const Options& o) {
-  auto r = request(o, {{"cmd", "migrate.cancel"}});
+  auto r = accepted(o, {{"cmd", "migrate.cancel"}});
   if (!r) return 1;
-  if (!reply_ok(*r)) {
-    std::fprintf(stderr, "uvio-migrate: %s\n", reply_error(*r).c_str());
-    return 1;
-  }
   std::printf("cancel requested\n");
   return 0;
 }
 
 int cmd_info(const Options& o) {
-  auto r = request(o, {{"cmd", "runtime.info"}});
+  auto r = accepted(o, {{"cmd", "runtime.info"}});
   if (!r) return 1;
-  if (!reply_ok(*r)) {
-    std::fprintf(stderr, "uvio-migrate: %s\n", reply_error(*r).c_str());
-    return 1;
-  }
   if (o.json_output) {
     std::printf("%s\n", r->dump().c_str());
     return 0;

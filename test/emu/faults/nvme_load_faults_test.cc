@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace uvio::nvme {
@@ -118,6 +119,38 @@ void verify(Harness& h, QueuePair& q, const std::vector<Request>& reqs, const st
   *out = t;
 }
 
+// `total` writes, write i carrying pattern fill(seed.first * i + seed.second), submitted
+// as fast as the queue takes them and polled until none is outstanding (or kPatience
+// passes). Returns how many were submitted; *data and *reqs are what verify() checks.
+uint32_t write_stream(Harness& h, QueuePair& q, uint32_t total, std::pair<uint32_t, uint32_t> seed, std::byte** data,
+                      std::vector<Request>* reqs) {
+  *data = static_cast<std::byte*>(h.mem->alloc(total * kBytes, 4096));
+  if (!*data) {
+    ADD_FAILURE() << "no memory for " << total << " writes";
+    return 0;
+  }
+  reqs->assign(total, Request{});
+  for (uint32_t i = 0; i < total; ++i) {
+    (*reqs)[i].lba = uint64_t(i) * kBlocksPerWrite;
+    fill(*data + i * kBytes, kBytes, seed.first * i + seed.second);
+  }
+  uint32_t next = 0;
+  auto deadline = Clock::now() + kPatience;
+  while ((next < total || q.outstanding()) && Clock::now() < deadline) {
+    while (next < total) {
+      int rc = q.submit_write(1, *data + next * kBytes, (*reqs)[next].lba, kBlocksPerWrite, on_done, &(*reqs)[next]);
+      if (rc == -EAGAIN) break;
+      if (rc != 0) {
+        ADD_FAILURE() << "submit_write returned " << rc;
+        return next;
+      }
+      ++next;
+    }
+    q.poll();
+  }
+  return next;
+}
+
 // CSTS.CFS lands inside a batch of writes that were all in the submission queue before
 // the doorbell rang: the controller stops there, so the rest of that batch is certainly
 // outstanding when the driver sees the fatal status.
@@ -187,25 +220,9 @@ TEST(NvmeFaultsUnderLoad, DroppedCompletionWithAFullQueue) {
   QueuePair& q = **qp;
 
   constexpr uint32_t total = 1200;
-  auto* data = static_cast<std::byte*>(h.mem->alloc(total * kBytes, 4096));
-  ASSERT_NE(data, nullptr);
-  std::vector<Request> reqs(total);
-  for (uint32_t i = 0; i < total; ++i) {
-    reqs[i].lba = uint64_t(i) * kBlocksPerWrite;
-    fill(data + i * kBytes, kBytes, 7 * i + 3);
-  }
-  uint32_t next = 0;
-  auto deadline = Clock::now() + kPatience;
-  while ((next < total || q.outstanding()) && Clock::now() < deadline) {
-    while (next < total) {
-      int rc = q.submit_write(1, data + next * kBytes, reqs[next].lba, kBlocksPerWrite, on_done, &reqs[next]);
-      if (rc == -EAGAIN) break;
-      ASSERT_EQ(rc, 0);
-      ++next;
-    }
-    q.poll();
-  }
-  ASSERT_EQ(next, total);
+  std::byte* data = nullptr;
+  std::vector<Request> reqs;
+  ASSERT_EQ(write_stream(h, q, total, {7, 3}, &data, &reqs), total);
   ASSERT_EQ(q.outstanding(), 0u);
   EXPECT_EQ(q.stats().timeouts, 1u);
   EXPECT_EQ(q.stats().aborts_sent, 1u);
@@ -233,25 +250,9 @@ TEST(NvmeFaultsUnderLoad, SubmissionQueueThatNeverMoves) {
   QueuePair& q = **qp;
 
   constexpr uint32_t total = 800;
-  auto* data = static_cast<std::byte*>(h.mem->alloc(total * kBytes, 4096));
-  ASSERT_NE(data, nullptr);
-  std::vector<Request> reqs(total);
-  for (uint32_t i = 0; i < total; ++i) {
-    reqs[i].lba = uint64_t(i) * kBlocksPerWrite;
-    fill(data + i * kBytes, kBytes, 5 * i + 1);
-  }
-  uint32_t next = 0;
-  auto deadline = Clock::now() + kPatience;
-  while ((next < total || q.outstanding()) && Clock::now() < deadline) {
-    while (next < total) {
-      int rc = q.submit_write(1, data + next * kBytes, reqs[next].lba, kBlocksPerWrite, on_done, &reqs[next]);
-      if (rc == -EAGAIN) break;
-      ASSERT_EQ(rc, 0);
-      ++next;
-    }
-    q.poll();
-  }
-  ASSERT_EQ(next, total);
+  std::byte* data = nullptr;
+  std::vector<Request> reqs;
+  ASSERT_EQ(write_stream(h, q, total, {5, 1}, &data, &reqs), total);
   ASSERT_EQ(q.outstanding(), 0u);
   EXPECT_GE(q.stats().timeouts, 1u);
   EXPECT_GE(q.stats().aborts_sent, 1u);
